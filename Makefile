@@ -1,0 +1,33 @@
+# The two commands the README promises: `make demo` and `make test`.
+# Both build a private virtual environment in .venv first, so a fresh machine needs
+# nothing but Python 3.11+ and make.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build is enough for the built-in default; see the README for a CUDA build.
+TORCH  ?= torch==2.13.0
+EXAMPLE ?= examples/duck.png
+
+.PHONY: demo test venv bench clean
+
+$(BIN)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install "$(TORCH)"
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/blend123 convert $(EXAMPLE) -o out/demo.glb
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) out

@@ -1,0 +1,354 @@
+"""The ``blend123`` command line.
+
+Every job command (``views``, ``orbit``, ``reconstruct``, ``convert``) talks to a
+backend through the same client the Blender add-on uses: ``--server ADDRESS`` for a
+running ``blend123 serve``, otherwise a private in-process backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import signal
+import sys
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS
+from blend123.protocol.client import Client, CurveClientKeys
+from blend123.protocol.errors import ProtocolError
+from blend123.protocol.messages import Done, Error, GenerationSettings, Mesh, Message, NovelView, Orbit, Progress, Reconstruct, View
+from blend123.protocol.version import __version__
+
+from .console import StageBars
+from .images import ImageError, load_rgba, save_rgba
+from .server.config import DEFAULT_BIND, ServerConfig, default_jobs_dir
+from .server.security import ConfigurationError
+from .tasks import write_transforms
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args) or 0
+    except (CommandError, ConfigurationError, ImageError) as exc:
+        _print_error(str(exc), getattr(exc, "hint", ""))
+        return EXIT_USAGE
+    except ProtocolError as exc:
+        _print_error(exc.message, exc.hint)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _print_error(message: str, hint: str) -> None:
+    print(f"blend123: error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  fix: {hint}", file=sys.stderr)
+
+
+# --- argument parsing ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blend123", description="Single image to 3D asset: novel views, orbits and textured meshes.")
+    parser.add_argument("--version", action="version", version=f"blend123 {__version__}")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the backend server")
+    p.add_argument("--bind", default=DEFAULT_BIND, help=f"ZeroMQ endpoint (default {DEFAULT_BIND}, loopback only)")
+    p.add_argument("--jobs-dir", type=Path, default=None, help=f"where job inputs and results are kept (default {default_jobs_dir()})")
+    p.add_argument("--curve-secret", type=Path, help="server secret key file (required to bind off loopback)")
+    p.add_argument("--curve-clients", type=Path, help="folder of allowed client public keys (*.key)")
+    p.add_argument("--max-queue", type=int, default=64)
+    p.add_argument("--max-jobs-per-client", type=int, default=8)
+    p.set_defaults(func=cmd_serve, log_level="info")
+
+    p = sub.add_parser("views", help="novel views of an image at given poses")
+    p.add_argument("image", type=Path)
+    p.add_argument("--elevation", type=float, default=0.0, help="elevation of the new views, degrees above the horizontal")
+    p.add_argument("--azimuth", type=float, nargs="+", required=True, help="azimuths relative to the reference view, degrees (+90 = to the right)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (PNGs + transforms.json)")
+    _add_generation(p, resolution=256)
+    p.set_defaults(func=cmd_views)
+
+    p = sub.add_parser("orbit", help=f"an orbit of {ORBIT_VIEWS} views around the subject")
+    p.add_argument("image", type=Path)
+    p.add_argument("--elevations", type=float, nargs="+", default=[10.0], help=f"one elevation, or {ORBIT_VIEWS} (a dynamic orbit)")
+    p.add_argument("--views", type=int, default=ORBIT_VIEWS)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder (PNGs + transforms.json)")
+    _add_generation(p, resolution=256)
+    p.set_defaults(func=cmd_orbit)
+
+    p = sub.add_parser("reconstruct", help="views with known cameras (transforms.json) to a textured GLB")
+    p.add_argument("transforms", type=Path, help="a NeRF-style transforms.json")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .glb")
+    _add_mesh(p)
+    _add_connection(p)
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("convert", help="image to textured GLB: orbit, then reconstruct")
+    p.add_argument("image", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .glb")
+    p.add_argument("--elevations", type=float, nargs="+", default=[10.0])
+    p.add_argument("--views-dir", type=Path, help="also keep the orbit's views here")
+    _add_generation(p, resolution=256)
+    _add_mesh(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("doctor", help="check the installation: GPU, weights, versions, port")
+    p.add_argument("--bind", default=DEFAULT_BIND)
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("keys", help="make a CURVE key pair for a remote backend or a client")
+    p.add_argument("role", choices=["server", "client"])
+    p.add_argument("folder", type=Path)
+    p.add_argument("--name", help="file name stem (default: the role)")
+    p.set_defaults(func=cmd_keys)
+    return parser
+
+
+def _add_generation(p: argparse.ArgumentParser, resolution: int) -> None:
+    p.add_argument("--model", default="default", help="view-synthesis model (default: the built-in quick proxy, no weights)")
+    p.add_argument("--ref-elevation", type=float, default=0.0, help="elevation the reference image was seen from")
+    p.add_argument("--resolution", type=int, default=resolution)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fov", type=float, default=DEFAULT_FOV_DEG, help="field of view of the generated views, degrees")
+    p.add_argument("--radius", type=float, default=DEFAULT_RADIUS)
+    _add_connection(p)
+
+
+def _add_mesh(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--texture-size", type=int, default=1024)
+    p.add_argument("--max-faces", type=int, default=50_000)
+
+
+def _add_connection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", help="address of a running backend (default: run one in this process)")
+    p.add_argument("--client-key", type=Path, help="this client's secret key file, for a CURVE-protected backend")
+    p.add_argument("--server-key", type=Path, help="the backend's public key file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _settings(args: argparse.Namespace) -> GenerationSettings:
+    return GenerationSettings(args.model, args.ref_elevation, args.radius, args.fov, args.resolution, args.steps, args.guidance, args.seed)
+
+
+# --- connection -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def connect(args: argparse.Namespace) -> Iterator[Client]:
+    """A client for ``--server``, or for a private in-process backend."""
+    keys = None
+    if args.client_key or args.server_key:
+        if not (args.client_key and args.server_key):
+            raise CommandError("a CURVE-protected backend needs both --client-key and --server-key")
+        keys = CurveClientKeys.from_files(args.client_key, args.server_key)
+    server = None
+    if args.server:
+        address = args.server
+    else:
+        from .server import Server
+
+        server = Server(ServerConfig(bind=f"inproc://blend123-cli-{uuid.uuid4().hex}"))
+        server.start_in_thread()
+        address = server.endpoint
+    client = Client(address, keys=keys, timeout_s=30.0)
+    try:
+        client.hello("blend123-cli")
+        yield client
+    finally:
+        client.close()
+        if server is not None:
+            server.stop()
+
+
+def run_job(client: Client, request: Message, quiet: bool) -> Iterator[Message]:
+    """Submit, show progress, yield result events; Ctrl-C cancels the job on the backend."""
+    job_id = client.submit(request)
+    bars = StageBars(enabled=not quiet)
+    try:
+        for event in client.events(job_id):
+            if isinstance(event, Progress):
+                bars.update(event.stage, event.fraction, event.eta_s)
+            elif isinstance(event, Error):
+                bars.close()
+                raise event.to_exception()
+            elif isinstance(event, Done):
+                bars.close()
+                if event.state != "done":
+                    raise ProtocolError("cancelled", f"job {job_id} was {event.state}")
+                return
+            else:
+                yield event
+    except KeyboardInterrupt:
+        bars.close()
+        with contextlib.suppress(ProtocolError):
+            client.cancel(job_id)
+        raise
+    finally:
+        bars.close()
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import Server
+
+    config = ServerConfig(
+        bind=args.bind,
+        jobs_dir=args.jobs_dir or default_jobs_dir(),
+        curve_secret_key=args.curve_secret,
+        curve_clients_dir=args.curve_clients,
+        max_queue=args.max_queue,
+        max_jobs_per_client=args.max_jobs_per_client,
+    )
+    server = Server(config)
+    endpoint = server.bind()
+    auth = "CURVE authentication on" if args.curve_secret else "loopback only, no authentication"
+    print(f"blend123 {__version__} serving on {endpoint} ({auth}); jobs in {config.jobs_dir}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+
+def _collect_views(client: Client, request: Message, output: Path, quiet: bool) -> list[View]:
+    output.mkdir(parents=True, exist_ok=True)
+    views: list[View] = []
+    for event in run_job(client, request, quiet):
+        if isinstance(event, View):
+            save_rgba(output / f"view_{event.index:03d}.png", event.image)
+            views.append(event)
+    frames = [
+        {"file_path": f"view_{v.index:03d}.png", "transform_matrix": v.c2w.astype(float).tolist(), "elevation": v.elevation, "azimuth": v.azimuth}
+        for v in views
+    ]
+    write_transforms(output / "transforms.json", views[0].camera_angle_x if views else math.radians(DEFAULT_FOV_DEG), frames)
+    return views
+
+
+def cmd_views(args: argparse.Namespace) -> int:
+    image = load_rgba(args.image)
+    poses = np.array([[args.elevation, a, args.radius] for a in args.azimuth], dtype=np.float64)
+    with connect(args) as client:
+        views = _collect_views(client, NovelView(image, poses, _settings(args)), args.output, args.quiet)
+    print(f"wrote {len(views)} view(s) and transforms.json to {args.output}")
+    return 0
+
+
+def cmd_orbit(args: argparse.Namespace) -> int:
+    image = load_rgba(args.image)
+    with connect(args) as client:
+        views = _collect_views(client, Orbit(image, list(args.elevations), views=args.views, settings=_settings(args)), args.output, args.quiet)
+    print(f"wrote {len(views)} orbit views and transforms.json to {args.output}")
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .reconstruction.pipeline import load_transforms
+
+    try:
+        images, c2w, camera_angle_x = load_transforms(args.transforms)
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc), "pass a NeRF-style transforms.json, e.g. one written by `blend123 orbit`") from None
+    request = Reconstruct(images=images, c2w=c2w, camera_angle_x=camera_angle_x, texture_size=args.texture_size, max_faces=args.max_faces)
+    with connect(args) as client:
+        mesh = _receive_mesh(client, request, args.quiet)
+    _write_mesh(mesh, args.output)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    image = load_rgba(args.image)
+    with connect(args) as client:
+        orbit = Orbit(image, list(args.elevations), settings=_settings(args))
+        orbit_id = ""
+        if args.views_dir:
+            views = _collect_views(client, orbit, args.views_dir, args.quiet)
+            orbit_id = views[0].job_id if views else ""
+        else:
+            for event in run_job(client, orbit, args.quiet):
+                orbit_id = getattr(event, "job_id", orbit_id)
+        if not orbit_id:
+            raise CommandError("the orbit produced no views")
+        request = Reconstruct(source_job=orbit_id, texture_size=args.texture_size, max_faces=args.max_faces)
+        mesh = _receive_mesh(client, request, args.quiet)
+    _write_mesh(mesh, args.output)
+    return 0
+
+
+def _receive_mesh(client: Client, request: Reconstruct, quiet: bool) -> Mesh:
+    meshes = [e for e in run_job(client, request, quiet) if isinstance(e, Mesh)]
+    if not meshes:
+        raise CommandError("the reconstruction finished without a mesh")
+    return meshes[-1]
+
+
+def _write_mesh(mesh: Mesh, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(mesh.glb)
+    extra = ""
+    if mesh.light_json:
+        light = output.with_suffix(".light.json")
+        light.write_text(mesh.light_json)
+        extra = f" and {light.name}"
+    print(f"wrote {output} ({len(mesh.faces)} faces, {mesh.texture.shape[1]}x{mesh.texture.shape[0]} texture){extra}")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_checks
+
+    problems = 0
+    for check in run_checks(args.bind):
+        mark = "ok " if check.ok else "!! "
+        print(f"{mark} {check.name}: {check.detail}")
+        if not check.ok:
+            problems += 1
+            if check.fix:
+                print(f"     fix: {check.fix}")
+    print("all good" if not problems else f"{problems} problem(s) found")
+    return 0 if not problems else EXIT_FAILED
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .server.security import generate_keys
+
+    public, secret = generate_keys(args.folder, args.name or args.role)
+    print(f"public key: {public}\nsecret key: {secret} (keep it private)")
+    if args.role == "server":
+        print(f"serve with: blend123 serve --bind tcp://0.0.0.0:5123 --curve-secret {secret} --curve-clients DIR_OF_CLIENT_KEYS")
+        print(f"give {public.name} to every client")
+    else:
+        print(f"copy {public.name} into the backend's --curve-clients folder")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
