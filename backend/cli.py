@@ -19,6 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
+from blend123.protocol.codec import Limits
 from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS
 from blend123.protocol.client import Client, CurveClientKeys
 from blend123.protocol.errors import ProtocolError
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-clients", type=Path, help="folder of allowed client public keys (*.key)")
     p.add_argument("--max-queue", type=int, default=64)
     p.add_argument("--max-jobs-per-client", type=int, default=8)
+    p.add_argument("--max-message-mb", type=int, default=512, help="largest request accepted, in MiB")
     p.set_defaults(func=cmd_serve, log_level="info")
 
     p = sub.add_parser("views", help="novel views of an image at given poses")
@@ -225,6 +227,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         curve_clients_dir=args.curve_clients,
         max_queue=args.max_queue,
         max_jobs_per_client=args.max_jobs_per_client,
+        limits=Limits(max_total_bytes=args.max_message_mb << 20),
     )
     server = Server(config)
     endpoint = server.bind()

@@ -72,27 +72,34 @@ class Worker(threading.Thread):
             models=self.models,
             source_events=self.server.stored_results,
         )
+        # Decide the outcome first; announce it only once the job's memory is released,
+        # so that a client seeing "done" or "cancelled" can rely on the GPU being free.
+        outcome: tuple[str, ...]
         try:
             run_task(job.request, ctx)
-            self.finish(job, "done", cuda.max_memory_allocated() if cuda else 0)
+            outcome = ("done",)
         except JobCancelled:
-            self.finish(job, "cancelled")
+            outcome = ("cancelled",)
         except ProtocolError as exc:
-            self.fail(job, exc.code, exc.message, exc.hint)
+            outcome = ("failed", exc.code, exc.message, exc.hint)
         except ImageError as exc:
-            self.fail(job, JOB_FAILED, str(exc), exc.hint)
+            outcome = ("failed", JOB_FAILED, str(exc), exc.hint)
         except MemoryError:
-            self.fail(job, JOB_FAILED, "the backend ran out of memory", "use a smaller resolution, fewer views or a smaller texture")
+            outcome = ("failed", JOB_FAILED, "the backend ran out of memory", "use a smaller resolution, fewer views or a smaller texture")
         except Exception as exc:
             log.exception("job %s failed", job.id)
             if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
-                self.fail(job, JOB_FAILED, "the GPU ran out of memory", "close other GPU programs or lower the resolution")
+                outcome = ("failed", JOB_FAILED, "the GPU ran out of memory", "close other GPU programs or lower the resolution")
             else:
-                self.fail(job, JOB_FAILED, f"{type(exc).__name__}: {exc}", "see the backend's log for details")
-        finally:
-            self.current = None
-            ctx = None  # drop the job's arrays before freeing accelerator memory
-            free_accelerator_memory()
+                outcome = ("failed", JOB_FAILED, f"{type(exc).__name__}: {exc}", "see the backend's log for details")
+        peak = cuda.max_memory_allocated() if cuda else 0
+        ctx = None  # drop the job's arrays before freeing accelerator memory
+        free_accelerator_memory()
+        self.current = None
+        if outcome[0] == "failed":
+            self.fail(job, *outcome[1:])
+        else:
+            self.finish(job, outcome[0], peak)
 
     def _progress_fn(self, job: Job):
         min_interval = 1.0 / self.server.config.progress_rate_hz

@@ -1,0 +1,116 @@
+"""Shared fixtures: real servers (in-process threads or `blend123 serve` processes) on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blend123.backend.server import Server, ServerConfig
+from blend123.protocol.client import Client
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def blob_image(size: int = 128) -> np.ndarray:
+    """An RGBA test subject: an opaque ellipse, red on its left half and blue on its right."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    c = size / 2
+    inside = ((xx - c) / (0.35 * size)) ** 2 + ((yy - c) / (0.28 * size)) ** 2 <= 1.0
+    img = np.zeros((size, size, 4), np.uint8)
+    img[..., 0] = np.where(xx < c, 220, 30)
+    img[..., 2] = np.where(xx < c, 30, 220)
+    img[..., 1] = 40
+    img[..., 3] = np.where(inside, 255, 0)
+    return img
+
+
+@pytest.fixture
+def reference_image() -> np.ndarray:
+    return blob_image()
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Start in-process servers on free loopback ports; all are stopped after the test."""
+    servers: list[Server] = []
+
+    def start(**overrides) -> Server:
+        config = ServerConfig(bind="tcp://127.0.0.1:0", jobs_dir=tmp_path / f"jobs{len(servers)}", **overrides)
+        server = Server(config)
+        server.start_in_thread()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory) -> Server:
+    return server_factory()
+
+
+@pytest.fixture
+def client_factory():
+    clients: list[Client] = []
+
+    def make(address: str, **kwargs) -> Client:
+        kwargs.setdefault("timeout_s", 10.0)
+        client = Client(address, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+class ServeProcess:
+    """A real `blend123 serve` process."""
+
+    def __init__(self, args: list[str], jobs_dir: Path) -> None:
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "blend123.backend.cli", "serve", "--bind", self.address, "--jobs-dir", str(jobs_dir), *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        line = self.proc.stdout.readline()
+        if "serving on" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line}{self.proc.stdout.read()}")
+        time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def serve_process(tmp_path):
+    procs: list[ServeProcess] = []
+
+    def start(*args: str) -> ServeProcess:
+        proc = ServeProcess(list(args), tmp_path / f"served{len(procs)}")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
