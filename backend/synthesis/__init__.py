@@ -1,0 +1,1 @@
+"""View synthesis: models that turn one reference image into views from new camera poses."""
