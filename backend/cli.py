@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except (CommandError, ConfigurationError, ImageError) as exc:
-        _print_error(str(exc), getattr(exc, "hint", ""))
+        _print_error(getattr(exc, "message", exc.args[0] if exc.args else str(exc)), getattr(exc, "hint", ""))
         return EXIT_USAGE
     except ProtocolError as exc:
         _print_error(exc.message, exc.hint)
