@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=64)
     p.add_argument("--max-jobs-per-client", type=int, default=8)
     p.add_argument("--max-message-mb", type=int, default=512, help="largest request accepted, in MiB")
+    p.add_argument("--keep-days", type=float, default=14.0, help="delete finished jobs older than this at start-up")
     p.set_defaults(func=cmd_serve, log_level="info")
 
     p = sub.add_parser("views", help="novel views of an image at given poses")
@@ -228,6 +229,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_jobs_per_client=args.max_jobs_per_client,
         limits=Limits(max_total_bytes=args.max_message_mb << 20),
+        keep_days=args.keep_days,
     )
     server = Server(config)
     endpoint = server.bind()

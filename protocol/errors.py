@@ -35,6 +35,8 @@ QUEUE_FULL = "queue_full"
 UNKNOWN_JOB = "unknown_job"
 UNKNOWN_MODEL = "unknown_model"
 MODEL_UNAVAILABLE = "model_unavailable"
+# The image cannot be used (no subject found, unreadable); the hint says what to change.
+BAD_IMAGE = "bad_image"
 # The job failed while running (bad image, out of memory, ...).
 JOB_FAILED = "job_failed"
 CANCELLED = "cancelled"

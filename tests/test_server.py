@@ -180,6 +180,7 @@ def test_bad_requests_get_errors_and_the_server_carries_on(server, client_factor
     job_id = client.submit(NovelView(blank, np.zeros((1, 3)), FAST))
     events = list(client.events(job_id))
     assert isinstance(events[-1], Error) and events[-1].job_id == job_id and events[-1].hint
+    assert events[-1].code == "bad_image"
     assert client.status(job_id).state == "failed"
     assert client.hello().server_version
 
@@ -211,3 +212,33 @@ def test_poll_never_blocks_and_heartbeats_arrive(server, client_factory, referen
             assert not isinstance(event, Error), event
         time.sleep(0.02)
     assert got_done and job_id not in client.active_jobs
+
+
+def test_results_survive_a_backend_restart(tmp_path, client_factory, reference_image):
+    from blend123.backend.server import Server, ServerConfig
+
+    jobs_dir = tmp_path / "jobs"
+    first = Server(ServerConfig(bind="tcp://127.0.0.1:0", jobs_dir=jobs_dir))
+    first.start_in_thread()
+    client = client_factory(first.endpoint)
+    job_id = client.submit(NovelView(reference_image, np.zeros((1, 3)), FAST))
+    assert isinstance(list(client.events(job_id))[-1], Done)
+    first.stop()
+    # A job the first backend never finished, and a finished one from long ago.
+    stale, old = "a" * 32, "b" * 32
+    for job, state, created in ((stale, "running", time.time()), (old, "done", time.time() - 30 * 86400)):
+        (jobs_dir / job / "events").mkdir(parents=True)
+        (jobs_dir / job / "job.json").write_text(json.dumps({"id": job, "kind": "orbit", "state": state, "created": created}))
+
+    second = Server(ServerConfig(bind="tcp://127.0.0.1:0", jobs_dir=jobs_dir, keep_days=14))
+    second.start_in_thread()
+    try:
+        later = client_factory(second.endpoint)
+        assert later.resume(job_id).state == "done"
+        events = list(later.events(job_id))
+        assert [type(e).__name__ for e in events] == ["View", "Done"]
+        interrupted = later.status(stale)
+        assert interrupted.state == "interrupted" and "submit it again" in interrupted.error
+        assert not (jobs_dir / old).exists()
+    finally:
+        second.stop()

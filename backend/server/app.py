@@ -100,6 +100,9 @@ class Server:
                 self._auth.stop()
             raise
         self.socket = sock
+        pruned = self.store.prune(self.config.keep_days)
+        if pruned:
+            log.info("deleted %d job folder(s) older than %g days", pruned, self.config.keep_days)
         interrupted = self.store.mark_interrupted()
         if interrupted:
             log.warning("%d job(s) from an earlier run were interrupted", interrupted)

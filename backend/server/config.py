@@ -36,6 +36,8 @@ class ServerConfig:
     client_timeout_s: float = 30.0
     # Progress events per job and second, at most (results are never throttled).
     progress_rate_hz: float = 20.0
+    # Finished jobs older than this are deleted from the jobs folder at start-up.
+    keep_days: float = 14.0
     # Finished jobs kept in memory; older ones are reloaded from the jobs folder.
     jobs_in_memory: int = 256
 

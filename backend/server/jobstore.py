@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -74,6 +75,20 @@ class JobStore:
             seq = int(path.stem)
             if seq > after_seq:
                 yield seq, msgpack.unpackb(path.read_bytes(), raw=False)
+
+    def prune(self, keep_days: float) -> int:
+        """Delete finished jobs older than ``keep_days``; returns how many went."""
+        cutoff = time.time() - keep_days * 86400
+        removed = 0
+        for state_file in self.root.glob("*/job.json"):
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, ValueError):
+                continue
+            if state.get("state") not in ("queued", "running") and state.get("created", cutoff) < cutoff:
+                shutil.rmtree(state_file.parent, ignore_errors=True)
+                removed += 1
+        return removed
 
     def mark_interrupted(self) -> int:
         """Jobs left queued or running by a previous server process: mark them interrupted."""

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from blend123.protocol.errors import JOB_FAILED, ProtocolError
+from blend123.protocol.errors import BAD_IMAGE, JOB_FAILED, ProtocolError
 from blend123.protocol.messages import Done, Error, Message, Progress
 
 from ..images import ImageError
@@ -83,7 +83,7 @@ class Worker(threading.Thread):
         except ProtocolError as exc:
             outcome = ("failed", exc.code, exc.message, exc.hint)
         except ImageError as exc:
-            outcome = ("failed", JOB_FAILED, str(exc), exc.hint)
+            outcome = ("failed", BAD_IMAGE, exc.message, exc.hint)
         except MemoryError:
             outcome = ("failed", JOB_FAILED, "the backend ran out of memory", "use a smaller resolution, fewer views or a smaller texture")
         except Exception as exc:
