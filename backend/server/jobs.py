@@ -16,7 +16,7 @@ ACTIVE_STATES = ("queued", "running")
 class Job:
     id: str
     kind: str
-    request: Message
+    request: Message | None  # dropped once the job ends: finished jobs must not pin images
     owner: bytes  # the client's key (CURVE public key, or its routing id on loopback)
     subscribers: set[bytes] = field(default_factory=set)  # routing ids that get the stream
     state: str = "queued"

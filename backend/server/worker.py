@@ -130,12 +130,12 @@ class Worker(threading.Thread):
             self._wake.send(b"", zmq.NOBLOCK)
 
     def finish(self, job: Job, state: str, peak_memory: int = 0) -> None:
-        job.state = state
+        job.state, job.request = state, None  # the inputs live on in the jobs folder
         self.emit(job, Done(job.id, state, time.time() - (job.started or job.created), peak_memory))
         self._save_state(job)
 
     def fail(self, job: Job, code: str, message: str, hint: str) -> None:
-        job.state, job.error = "failed", message
+        job.state, job.error, job.request = "failed", message, None
         self.emit(job, Error(code, message, hint, job_id=job.id))
         self._save_state(job)
 
