@@ -12,7 +12,7 @@ from .device import describe_device
 from .server.config import default_jobs_dir
 from .synthesis.registry import model_infos
 
-REQUIRED = ["numpy", "msgpack", "pyzmq", "torch", "diffusers", "trimesh", "xatlas", "scikit-image", "pillow"]
+REQUIRED = ["numpy", "msgpack", "pyzmq", "torch", "diffusers", "transformers", "trimesh", "xatlas", "scikit-image", "pillow"]
 
 
 @dataclass

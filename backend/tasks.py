@@ -64,20 +64,26 @@ def _synthesize(image: np.ndarray, poses: list[tuple[float, float, float]], sett
     views_dir.mkdir(exist_ok=True)
     frames = []
     total = len(poses)
-    for index, (elevation, azimuth, radius) in enumerate(poses):
-        pose = SphericalPose(elevation, world_azimuth(azimuth), radius)
+    # Diffusion models denoise several poses per call (SV3D: a whole orbit); the default
+    # model renders one per call so each view streams back the moment it exists.
+    per_call = max(1, int(getattr(model, "max_poses_per_call", 1)))
+    extra = {"steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed} if getattr(model, "accepts_settings", False) else {}
+    for start in range(0, total, per_call):
+        chunk = poses[start : start + per_call]
+        targets = [SphericalPose(elevation, world_azimuth(azimuth), radius) for elevation, azimuth, radius in chunk]
 
-        def view_progress(stage: str, fraction: float, index: int = index) -> None:
-            ctx.progress("views", (index + min(1.0, max(0.0, fraction))) / total)
+        def view_progress(stage: str, fraction: float, start: int = start, count: int = len(chunk)) -> None:
+            ctx.progress("views", (start + count * min(1.0, max(0.0, fraction))) / total)
 
-        # One pose per call: each view streams back the moment it exists.
-        rgba = model(image, [pose], reference=reference, camera_angle_x=camera_angle_x, resolution=settings.resolution, progress=view_progress)[0]
-        c2w = pose.to_c2w()
-        name = f"view_{index:03d}"
-        save_rgba(views_dir / f"{name}.png", rgba)
-        frames.append({"file_path": f"views/{name}.png", "transform_matrix": c2w.tolist(), "elevation": elevation, "azimuth": azimuth})
-        ctx.emit(View(ctx.job_id, index, total, elevation, azimuth, radius, c2w.astype(np.float32), camera_angle_x, rgba, model=settings.model))
-        ctx.progress("views", (index + 1) / total)
+        rgbas = model(image, targets, reference=reference, camera_angle_x=camera_angle_x, resolution=settings.resolution, progress=view_progress, **extra)
+        for offset, ((elevation, azimuth, radius), pose, rgba) in enumerate(zip(chunk, targets, rgbas)):
+            index = start + offset
+            c2w = pose.to_c2w()
+            name = f"view_{index:03d}"
+            save_rgba(views_dir / f"{name}.png", rgba)
+            frames.append({"file_path": f"views/{name}.png", "transform_matrix": c2w.tolist(), "elevation": elevation, "azimuth": azimuth})
+            ctx.emit(View(ctx.job_id, index, total, elevation, azimuth, radius, c2w.astype(np.float32), camera_angle_x, rgba, model=settings.model))
+            ctx.progress("views", (index + 1) / total)
     write_transforms(ctx.folder / "transforms.json", camera_angle_x, frames)
 
 
@@ -89,6 +95,7 @@ def write_transforms(path: Path, camera_angle_x: float, frames: list[dict]) -> N
 def _reconstruct(request: Reconstruct, ctx: TaskContext) -> None:
     from .reconstruction.pipeline import ReconstructionOptions, reconstruct
 
+    ctx.models.release_if_memory_short()  # reconstruction needs the GPU more than a parked model
     if request.source_job:
         images, c2w, camera_angle_x = views_of_job(ctx.source_events(request.source_job), request.source_job)
     else:

@@ -55,6 +55,43 @@ def _load_proxy() -> ViewSynthesizer:
     return ProxyViewSynthesizer()
 
 
+def _diffusion_spec(name: str, kind: str, description: str, source) -> ModelSpec:
+    from .weights import locate, missing_hint
+
+    def load() -> ViewSynthesizer:
+        from .adapters import Runtime, SV3DSynthesizer, Zero123Synthesizer, place
+
+        path = locate(source)
+        if path is None:
+            raise ProtocolError(MODEL_UNAVAILABLE, f"model {name!r} is not installed on this backend", missing_hint(source))
+        runtime = Runtime.detect()
+        if source.filename:
+            from .sv3d import SV3DPipeline
+
+            return SV3DSynthesizer(place(SV3DPipeline.from_single_file(path, torch_dtype=runtime.dtype), runtime), runtime)
+        from .zero123 import Zero123Pipeline
+
+        pipe = Zero123Pipeline.from_pretrained(path, pose_variant=source.extra["pose_variant"], torch_dtype=runtime.dtype)
+        return Zero123Synthesizer(place(pipe, runtime), runtime, source.extra["guidance"])
+
+    return ModelSpec(name, kind, description, load, lambda: missing_hint(source))
+
+
+def _weights_sources():
+    from .weights import WeightsSource
+
+    return {
+        "zero123-xl": WeightsSource("zero123-xl", ("ashawkey/zero123-xl-diffusers", "kxic/zero123-xl"), size_hint="2.5 GB fp16",
+                                    extra={"pose_variant": "zero123", "guidance": 3.0}),
+        "stable-zero123": WeightsSource("stable-zero123", ("ashawkey/stable-zero123-diffusers",), size_hint="2.5 GB fp16",
+                                        extra={"pose_variant": "stable-zero123", "guidance": 5.0}),
+        "sv3d-u": WeightsSource("sv3d-u", ("stabilityai/sv3d",), filename="sv3d_u.safetensors", size_hint="9.4 GB"),
+        "sv3d-p": WeightsSource("sv3d-p", ("stabilityai/sv3d",), filename="sv3d_p.safetensors", size_hint="9.4 GB"),
+    }
+
+
+WEIGHTS = _weights_sources()
+
 MODELS: dict[str, ModelSpec] = {
     "default": ModelSpec(
         "default",
@@ -62,6 +99,10 @@ MODELS: dict[str, ModelSpec] = {
         "quick proxy (geometric, not diffusion): an inflated silhouette, no weights needed",
         _load_proxy,
     ),
+    "zero123-xl": _diffusion_spec("zero123-xl", "views", "Zero123-XL: novel views by view-conditioned diffusion (256 px)", WEIGHTS["zero123-xl"]),
+    "stable-zero123": _diffusion_spec("stable-zero123", "views", "Stable Zero123: novel views, better at elevations (256 px)", WEIGHTS["stable-zero123"]),
+    "sv3d-u": _diffusion_spec("sv3d-u", "orbit", "SV3D-u: a consistent 21-view orbit at the input's elevation (576 px)", WEIGHTS["sv3d-u"]),
+    "sv3d-p": _diffusion_spec("sv3d-p", "views+orbit", "SV3D-p: 21 views along any orbit or camera path (576 px)", WEIGHTS["sv3d-p"]),
 }
 
 
@@ -101,6 +142,21 @@ class ResidentModel:
         self._model, self._name = None, ""
         gc.collect()
         free_accelerator_memory()
+
+    def release_if_memory_short(self, needed_bytes: int = 8 << 30) -> bool:
+        """Unload the resident model when the GPU has less than ``needed_bytes`` free (call
+        before reconstruction); True when it did. No GPU: nothing to do."""
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available() or self._model is None:
+            return False
+        free, _ = torch.cuda.mem_get_info()
+        if free >= needed_bytes:
+            return False
+        with self._lock:
+            self.release()
+        return True
 
 
 def free_accelerator_memory() -> None:

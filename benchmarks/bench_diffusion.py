@@ -1,0 +1,138 @@
+"""View-synthesis speed and peak VRAM with the real architectures and random weights.
+
+CUDA: Zero123-XL per view at 256x256 (20 and 50 DDIM steps, CFG), SV3D-p 21-view orbit at
+576x576 (25 and 50 Euler steps, triangular CFG), fp16 (``--dtype bfloat16`` to compare).
+CPU: a smoke run of the same code with the tiny test models (numbers only prove it runs).
+
+    python benchmarks/bench_diffusion.py [--dtype float16] [--compile] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def full_zero123(dtype, device):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from blend123.backend.synthesis.zero123 import PoseProjection, Zero123Pipeline
+
+    with torch.device(device):
+        unet = UNet2DConditionModel(in_channels=8, out_channels=4, cross_attention_dim=768, attention_head_dim=8, sample_size=32)
+        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4)
+        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                                              num_attention_heads=16, patch_size=14, image_size=224, projection_dim=768))
+        proj = PoseProjection(772, 768)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = Zero123Pipeline(vae, clip, unet, scheduler, proj)
+    return pipe.to(device, dtype)
+
+
+def full_sv3d(dtype, device):
+    from diffusers import AutoencoderKL
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from blend123.backend.synthesis.sv3d import SV3DPipeline, SV3DUNet, edm_scheduler
+
+    with torch.device(device):
+        unet = SV3DUNet(projection_class_embeddings_input_dim=1280, num_frames=21)
+        vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, use_post_quant_conv=False)
+        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                                                              patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu"))
+    return SV3DPipeline(vae, clip, unet, edm_scheduler()).to(device, dtype)
+
+
+def tiny_pipelines(tmp: Path):
+    from blend123.backend.synthesis.sv3d import SV3DPipeline
+    from blend123.backend.synthesis.zero123 import Zero123Pipeline
+    from tests.data.tiny_models import SV3D_TINY_UNET_HEAD_DIM, write_sv3d_checkpoint
+
+    zero = Zero123Pipeline.from_pretrained(REPO / "tests" / "data" / "zero123_tiny")
+    sv3d = SV3DPipeline.from_pretrained(write_sv3d_checkpoint(tmp / "sv3d_p.safetensors", "sv3d_p"), unet_head_dim=SV3D_TINY_UNET_HEAD_DIM)
+    return zero, sv3d
+
+
+def timed(fn, device) -> tuple[float, int]:
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
+    return time.perf_counter() - start, int(peak)
+
+
+def main() -> None:
+    import tempfile
+
+    from blend123.protocol.camera import SphericalPose
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNets (CUDA)")
+    parser.add_argument("--views", type=int, default=4, help="Zero123 views per batch")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    dtype = getattr(torch, args.dtype) if cuda else torch.float32
+    torch.set_grad_enabled(False)
+    results = {"device": torch.cuda.get_device_name() if cuda else "cpu (smoke: tiny models)", "dtype": str(dtype).split(".")[-1], "runs": []}
+
+    if cuda:
+        zero, z_size = full_zero123(dtype, device), 256
+    else:
+        tmp = Path(tempfile.mkdtemp())
+        zero, sv3d = tiny_pipelines(tmp)
+        z_size = 64
+    if args.compile and cuda:
+        zero.unet = torch.compile(zero.unet)
+    zero.set_progress_bar_config(disable=True)
+    image = np.full((z_size, z_size, 3), 255, np.uint8)
+    image[z_size // 4 : 3 * z_size // 4, z_size // 3 : 2 * z_size // 3] = (180, 60, 40)
+    poses = [SphericalPose(10.0, -90.0 + 360.0 * i / args.views) for i in range(args.views)]
+    zero(image, poses[:1], num_inference_steps=2)  # warm-up (kernels, compile)
+    for steps in (20, 50) if cuda else (2,):
+        seconds, peak = timed(lambda: zero(image, poses, num_inference_steps=steps, guidance_scale=3.0, generator=torch.Generator().manual_seed(0)), device)
+        run = {"model": "zero123-xl", "size": z_size, "steps": steps, "views": args.views, "seconds": round(seconds, 3),
+               "seconds_per_view": round(seconds / args.views, 3), "peak_vram_gib": round(peak / 2**30, 2)}
+        results["runs"].append(run)
+        print(run, flush=True)
+    if cuda:
+        del zero
+        torch.cuda.empty_cache()
+        sv3d, s_size = full_sv3d(dtype, device), 576
+        if args.compile:
+            sv3d.unet = torch.compile(sv3d.unet)
+    else:
+        s_size = 64
+    sv3d.set_progress_bar_config(disable=True)
+    image = np.full((s_size, s_size, 3), 255, np.uint8)
+    image[s_size // 4 : 3 * s_size // 4, s_size // 3 : 2 * s_size // 3] = (40, 90, 200)
+    sv3d(image, None, num_inference_steps=1)  # warm-up
+    for steps in (25, 50) if cuda else (2,):
+        seconds, peak = timed(lambda: sv3d(image, None, num_inference_steps=steps, generator=torch.Generator().manual_seed(0)), device)
+        run = {"model": "sv3d-p", "size": s_size, "steps": steps, "views": 21, "seconds": round(seconds, 3), "peak_vram_gib": round(peak / 2**30, 2)}
+        results["runs"].append(run)
+        print(run, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Finding model weights: env var, models folder, Hugging Face cache (offline), and hints."""
+
+from __future__ import annotations
+
+import pytest
+
+from blend123.backend.synthesis import registry
+from blend123.backend.synthesis.weights import WeightsSource, locate, missing_hint, resolve
+from tests.data.tiny_models import write_sv3d_checkpoint, write_zero123_checkpoint
+
+SV3D = registry.WEIGHTS["sv3d-p"]
+ZERO = registry.WEIGHTS["zero123-xl"]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("BLEND123_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for source in registry.WEIGHTS.values():
+        monkeypatch.delenv(source.env_var, raising=False)
+
+
+def test_missing_model_says_what_to_download_and_where(tmp_path):
+    assert locate(SV3D) is None
+    hint = missing_hint(SV3D)
+    assert "stabilityai/sv3d" in hint and "sv3d_p.safetensors" in hint
+    assert str(tmp_path / "models" / "sv3d-p" / "sv3d_p.safetensors") in hint and "BLEND123_MODEL_SV3D_P" in hint
+    info = {i.name: i for i in registry.model_infos()}
+    assert not info["zero123-xl"].available and "ashawkey/zero123-xl-diffusers" in info["zero123-xl"].hint
+    assert info["default"].available
+
+
+def test_models_folder_and_env_var(tmp_path, monkeypatch):
+    write_sv3d_checkpoint(tmp_path / "models" / "sv3d-p" / "sv3d_p.safetensors", "sv3d_p")
+    assert locate(SV3D) == tmp_path / "models" / "sv3d-p" / "sv3d_p.safetensors"
+    assert missing_hint(SV3D) == ""
+    assert {i.name: i.available for i in registry.model_infos()}["sv3d-p"]
+    monkeypatch.setenv(SV3D.env_var, str(tmp_path / "nowhere"))
+    assert locate(SV3D) is None and "nowhere" in missing_hint(SV3D)
+
+
+def test_hf_cache_offline(tmp_path):
+    # A cache entry as huggingface_hub lays it out: snapshots/<rev>/ and refs/main.
+    repo = tmp_path / "hf" / "models--ashawkey--zero123-xl-diffusers"
+    write_zero123_checkpoint(repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    found = locate(ZERO)
+    assert found is not None and found.name == "abc123"
+    assert resolve("ashawkey/zero123-xl-diffusers") == found
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download"):
+        resolve("someone/not-cached")
+
+
+def test_registry_loads_through_the_same_path(tmp_path, monkeypatch):
+    write_zero123_checkpoint(tmp_path / "models" / "stable-zero123", "cc_projection")
+    model = registry.MODELS["stable-zero123"].load()
+    assert model.pipe.config.pose_variant == "stable-zero123" and model.accepts_settings
+    resident = registry.ResidentModel()
+    assert resident.release_if_memory_short() is False  # no GPU, or nothing loaded
+
+
+def test_incomplete_folder_is_not_a_model(tmp_path):
+    folder = tmp_path / "models" / "zero123-xl"
+    write_zero123_checkpoint(folder)
+    import shutil
+
+    shutil.rmtree(folder / "clip_camera_projection")
+    assert locate(ZERO) is None
+    assert isinstance(WeightsSource("x", ("a/b",)).env_var, str)
