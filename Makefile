@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 EXAMPLE ?= examples/duck.png
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv wheels extension bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,16 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/blend123 convert $(EXAMPLE) -o out/demo.glb
 
+# The wheels the Blender extension bundles (pyzmq, msgpack), downloaded once into build/wheels.
+wheels: venv
+	$(BIN)/python packaging/wheels.py > /dev/null
+
+# One validated extension zip per platform, in dist/.
+extension: wheels
+	$(BIN)/python packaging/build_extension.py --out dist
+
 # pytest exits 5 when it collected no tests; that is not a failure of the suite.
-test: venv
+test: venv wheels
 	$(BIN)/python -m pytest -q -ra; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
 bench: venv
