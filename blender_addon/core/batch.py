@@ -1,0 +1,93 @@
+"""Batch conversion bookkeeping: arguments, outputs, skipping, summary. No bpy.
+
+``blender -b --command blend123 convert IMAGE... -o DIR [--blend] [--model NAME]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse would call sys.exit() inside Blender: raise instead, the caller decides.
+    def error(self, message: str) -> None:
+        raise UsageError(f"{message}\n{self.format_usage()}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="blender -b --command blend123", description="blend123 headless batch commands")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("convert", help="images to textured GLBs (orbit, then reconstruct)")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--blend", action="store_true", help="also write a .blend per image with the mesh, material and orbit planes")
+    p.add_argument("--model", default="", help="view-synthesis model (default: the one set in the preferences)")
+    p.add_argument("--server", default="", help="backend address (default: the one set in the preferences)")
+    p.add_argument("--elevations", default="10", help="orbit elevation(s), degrees: one, or 21 comma-separated")
+    p.add_argument("--resolution", type=int, default=256, help="size of the generated views, pixels")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--texture-size", type=int, default=1024)
+    p.add_argument("--max-faces", type=int, default=50_000)
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds of backend silence before giving up")
+    p.add_argument("--force", action="store_true", help="convert again images whose outputs exist")
+    return parser
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    image: Path
+    glb: Path
+    blend: Path | None
+
+    def outputs(self) -> list[Path]:
+        return [self.glb] + ([self.blend] if self.blend else [])
+
+    def done(self) -> bool:
+        return all(p.is_file() and p.stat().st_size > 0 for p in self.outputs())
+
+
+def plan(images: list[Path], output: Path, blend: bool) -> list[BatchItem]:
+    """One item per image; two images with the same stem get distinct outputs."""
+    items, used = [], set()
+    for image in images:
+        stem = image.stem or "image"
+        name, n = stem, 2
+        while name in used:
+            name, n = f"{stem}_{n}", n + 1
+        used.add(name)
+        items.append(BatchItem(image, output / f"{name}.glb", output / f"{name}.blend" if blend else None))
+    return items
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write via a temporary file so an interrupted run never leaves a 'done' output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@dataclass
+class BatchSummary:
+    converted: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+    def text(self) -> str:
+        lines = [f"blend123 convert: {len(self.converted)} converted, {len(self.skipped)} skipped (already done), {len(self.failed)} failed"]
+        lines += [f"  FAILED {image}: {reason}" for image, reason in self.failed]
+        return "\n".join(lines)
