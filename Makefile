@@ -39,6 +39,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_transport.py
 	$(BIN)/python benchmarks/bench_proxy.py
 	$(BIN)/python benchmarks/bench_reconstruction.py
+	$(BIN)/python benchmarks/bench_blender_import.py
 
 clean:
 	rm -rf $(VENV) out
