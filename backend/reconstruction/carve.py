@@ -1,0 +1,190 @@
+"""Visual hull as a field on a voxel grid: carve space with the subject masks.
+
+Rather than a binary occupancy, each voxel stores the smallest signed distance (in world
+units, positive inside) from its projection to a silhouette boundary over all views. Its
+zero level set is exactly the visual hull at sub-pixel precision, so marching cubes on it
+gives a smooth surface without the staircase a binary grid leaves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+
+from blend123.protocol.camera import focal_px, project_points
+
+#: Voxels further outside the hull than this many voxel sizes are settled (clamped) and
+#: no longer projected into the remaining views: marching cubes only needs accurate
+#: values next to the surface.
+_SETTLED_VOXELS = 3.0
+#: Resolution (along each axis) of the first pass that finds the subject's bounds.
+_COARSE_RESOLUTION = 48
+
+
+@dataclass
+class HullGrid:
+    """Samples of the hull field at voxel centres ``origin + spacing * (i, j, k)``."""
+
+    origin: np.ndarray  # (3,) world position of voxel (0, 0, 0)
+    spacing: float
+    field: np.ndarray  # (X, Y, Z) float32, > 0 inside the hull, world units
+
+
+@dataclass
+class Silhouettes:
+    """Signed pixel distances to each mask's boundary (positive inside), plus cameras."""
+
+    distance: np.ndarray  # (N, H, W) float32
+    c2w: np.ndarray  # (N, 4, 4)
+    camera_angle_x: float
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray, c2w: np.ndarray, camera_angle_x: float) -> "Silhouettes":
+        masks = np.asarray(masks, dtype=bool)
+        empty = [i for i, m in enumerate(masks) if not m.any()]
+        if empty:
+            raise ValueError(f"views {empty} have an empty subject mask (alpha all below threshold)")
+        distance = np.empty(masks.shape, dtype=np.float32)
+        for i, m in enumerate(masks):
+            # Pad with background so a subject touching the frame still has a boundary there.
+            padded = np.pad(m, 1)
+            inside = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+            outside = ndimage.distance_transform_edt(~padded)[1:-1, 1:-1]
+            # The boundary lies half a pixel from the centres on either side of it.
+            distance[i] = np.where(m, inside - 0.5, 0.5 - outside)
+        return cls(distance, np.asarray(c2w, dtype=np.float64), float(camera_angle_x))
+
+    @property
+    def count(self) -> int:
+        return self.distance.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the views."""
+        return self.distance.shape[2], self.distance.shape[1]
+
+
+def hull_field(
+    points: np.ndarray,
+    silhouettes: Silhouettes,
+    settle_below: float,
+    on_view: Callable[[int], None] = lambda i: None,
+) -> np.ndarray:
+    """Hull field at world points (M, 3): min over views of the signed silhouette distance.
+
+    Values below ``-settle_below`` are final once reached and returned clamped to it.
+    ``on_view(i)`` is called after each view (progress and cancellation).
+    """
+    width, height = silhouettes.size
+    f = focal_px(silhouettes.camera_angle_x, width)
+    value = np.full(len(points), np.inf, dtype=np.float32)
+    active = np.arange(len(points))
+    for i in range(silhouettes.count):
+        if active.size:
+            pix, depth = project_points(silhouettes.c2w[i], silhouettes.camera_angle_x, width, height, points[active])
+            d_px = _sample_signed(silhouettes.distance[i], pix)
+            # Behind the camera counts as outside the view, hence outside the hull.
+            d_world = np.where(depth > 0, d_px * np.abs(depth) / f, -np.inf)
+            value[active] = np.minimum(value[active], d_world)
+            active = active[value[active] > -settle_below]
+        on_view(i)
+    return np.maximum(value, -settle_below)
+
+
+def carve(
+    silhouettes: Silhouettes,
+    resolution: int,
+    on_progress: Callable[[float], None] = lambda fraction: None,
+) -> HullGrid:
+    """Hull field on a grid of ``resolution`` voxels along the hull's longest side.
+
+    The grid's box comes from the cameras, not from constants: a coarse pass over the
+    cube that the cameras surround finds where the masks agree, the fine pass covers it.
+    """
+    lo, hi = _coarse_bounds(silhouettes, lambda i: on_progress(0.2 * (i + 1) / silhouettes.count))
+    spacing = float((hi - lo).max()) / max(resolution - 1, 1)
+    pad = 2  # voxels of guaranteed outside around the hull, so the surface closes
+    origin = lo - pad * spacing
+    shape = tuple(int(n) for n in np.ceil((hi - lo) / spacing).astype(int) + 1 + 2 * pad)
+    points = _grid_points(origin, spacing, shape)
+    field = hull_field(
+        points,
+        silhouettes,
+        settle_below=_SETTLED_VOXELS * spacing,
+        on_view=lambda i: on_progress(0.2 + 0.8 * (i + 1) / silhouettes.count),
+    )
+    return HullGrid(origin=origin, spacing=spacing, field=field.reshape(shape))
+
+
+def _coarse_bounds(silhouettes: Silhouettes, on_view: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray]:
+    centre, half = _camera_cube(silhouettes.c2w)
+    spacing = 2.0 * half / (_COARSE_RESOLUTION - 1)
+    origin = centre - half
+    shape = (_COARSE_RESOLUTION,) * 3
+    points = _grid_points(origin, spacing, shape)
+    # A voxel may hold hull surface if its centre is within half a diagonal of the hull.
+    reach = 0.5 * math.sqrt(3.0) * spacing
+    field = hull_field(points, silhouettes, settle_below=2 * reach, on_view=on_view)
+    keep = field > -reach
+    if not keep.any():
+        raise ValueError(
+            "the subject masks have no region in common: check that the cameras match the "
+            "images (c2w in the NeRF-Blender convention, camera_angle_x in radians)"
+        )
+    kept = points[keep]
+    return kept.min(0) - reach, kept.max(0) + reach
+
+
+def _camera_cube(c2w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre and half-size of a cube holding everything all cameras look at.
+
+    The centre is the point nearest (least squares) to all optical axes; the half-size is
+    the largest camera distance from it, since the subject sits between the cameras.
+    """
+    origins = c2w[:, :3, 3]
+    forward = -c2w[:, :3, 2]
+    forward = forward / np.linalg.norm(forward, axis=1, keepdims=True)
+    proj = np.eye(3)[None] - forward[:, :, None] * forward[:, None, :]  # onto each axis' normal plane
+    a = proj.sum(0)
+    b = np.einsum("nij,nj->i", proj, origins)
+    if np.linalg.cond(a) > 1e8:  # all axes parallel: no intersection, look ahead instead
+        centre = origins.mean(0) + forward.mean(0) * np.linalg.norm(origins - origins.mean(0), axis=1).max()
+    else:
+        centre = np.linalg.solve(a, b)
+    half = float(np.linalg.norm(origins - centre, axis=1).max())
+    if half <= 0.0:
+        raise ValueError("all cameras sit at the same point")
+    return centre, half
+
+
+def _grid_points(origin: np.ndarray, spacing: float, shape: tuple[int, ...]) -> np.ndarray:
+    axes = [origin[d] + spacing * np.arange(shape[d]) for d in range(3)]
+    gx, gy, gz = np.meshgrid(*axes, indexing="ij")
+    return np.stack([gx.ravel(), gy.ravel(), gz.ravel()], axis=1)
+
+
+def _sample_signed(distance: np.ndarray, pix: np.ndarray) -> np.ndarray:
+    """Bilinear sample of a signed distance map at pixel coordinates (x right, y down).
+
+    Outside the image the value keeps falling with the distance to the image border.
+    """
+    h, w = distance.shape
+    x = pix[:, 0] - 0.5  # pixel centres at integer positions
+    y = pix[:, 1] - 0.5
+    finite = np.isfinite(x) & np.isfinite(y)
+    x = np.where(finite, x, -1e6)
+    y = np.where(finite, y, -1e6)
+    xc = np.clip(x, 0, w - 1)
+    yc = np.clip(y, 0, h - 1)
+    beyond = np.hypot(x - xc, y - yc)
+    x0 = np.minimum(np.floor(xc).astype(np.int64), w - 2)
+    y0 = np.minimum(np.floor(yc).astype(np.int64), h - 2)
+    fx = (xc - x0).astype(np.float32)
+    fy = (yc - y0).astype(np.float32)
+    top = distance[y0, x0] * (1 - fx) + distance[y0, x0 + 1] * fx
+    bottom = distance[y0 + 1, x0] * (1 - fx) + distance[y0 + 1, x0 + 1] * fx
+    return (top * (1 - fy) + bottom * fy) - beyond

@@ -1,0 +1,92 @@
+"""From a hull field to a clean triangle mesh: marching cubes, largest part, smoothing,
+decimation, normals. Meshes are plain ``(vertices (V, 3), faces (F, 3))`` arrays with
+faces counter-clockwise seen from outside.
+"""
+
+from __future__ import annotations
+
+import fast_simplification
+import numpy as np
+from scipy import ndimage, sparse
+from scipy.sparse.csgraph import connected_components
+from skimage.measure import marching_cubes
+
+from .carve import HullGrid
+
+
+def extract_surface(grid: HullGrid, smooth_sigma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Zero level set of the hull field, oriented outward; ``smooth_sigma`` in voxels."""
+    field = grid.field
+    if smooth_sigma > 0:
+        field = ndimage.gaussian_filter(field, smooth_sigma, mode="nearest")
+    if not (field.max() > 0 > field.min()):
+        raise ValueError("the visual hull is empty or fills the whole carving volume")
+    verts, faces, _, _ = marching_cubes(field, level=0.0, spacing=(grid.spacing,) * 3, allow_degenerate=False)
+    verts = verts.astype(np.float64) + grid.origin
+    faces = faces.astype(np.int64)
+    if signed_volume(verts, faces) < 0:
+        faces = faces[:, ::-1]
+    return verts, faces
+
+
+def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Volume enclosed by a closed mesh; negative when its faces are oriented inward."""
+    a, b, c = (vertices[faces[:, k]] for k in range(3))
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
+
+
+def largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the connected part with the most faces (drops floaters carved by mask noise)."""
+    n = len(vertices)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    face_labels = labels[faces[:, 0]]
+    keep = face_labels == np.bincount(face_labels).argmax()
+    return compact(vertices, faces[keep])
+
+
+def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop unreferenced vertices and faces that repeat a vertex."""
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
+    used, inverse = np.unique(faces, return_inverse=True)
+    return vertices[used], inverse.reshape(-1, 3)
+
+
+def taubin_smooth(
+    vertices: np.ndarray, faces: np.ndarray, iterations: int = 10, lamb: float = 0.5, mu: float = -0.53
+) -> np.ndarray:
+    """Taubin's lambda|mu smoothing with the uniform Laplacian: smooths without shrinking."""
+    if iterations <= 0:
+        return vertices
+    n = len(vertices)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.unique(np.sort(edges, axis=1), axis=0)
+    rows = np.concatenate([edges[:, 0], edges[:, 1]])
+    cols = np.concatenate([edges[:, 1], edges[:, 0]])
+    adjacency = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    degree = np.asarray(adjacency.sum(1)).ravel()
+    mean = sparse.diags(1.0 / np.maximum(degree, 1)) @ adjacency
+    v = vertices.copy()
+    for _ in range(iterations):
+        v = v + lamb * (mean @ v - v)
+        v = v + mu * (mean @ v - v)
+    return v
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric edge-collapse decimation down to at most ``max_faces`` faces."""
+    if len(faces) <= max_faces:
+        return vertices, faces
+    v, f = fast_simplification.simplify(vertices.astype(np.float64), faces.astype(np.int32), target_count=max_faces)
+    return compact(np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64))
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals."""
+    face_n = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
+    normals = np.zeros_like(vertices, dtype=np.float64)
+    for k in range(3):
+        np.add.at(normals, faces[:, k], face_n)
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return normals / np.where(length > 0, length, 1.0)

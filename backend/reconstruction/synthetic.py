@@ -1,0 +1,121 @@
+"""Synthetic scenes with ground truth, for tests and benchmarks.
+
+An asymmetric object (a box with a sphere sticking out of its top corner), one flat colour
+per box side and per sphere hemisphere, rendered unlit by the CPU rasteriser into an orbit
+of views laid out like SV3D's (the project's camera conventions, relative azimuths from
+the reference front view).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import trimesh
+
+from blend123.protocol.camera import (
+    DEFAULT_FOV_DEG,
+    DEFAULT_RADIUS,
+    ORBIT_VIEWS,
+    SphericalPose,
+    orbit_relative_azimuths,
+    world_azimuth,
+)
+
+from .raster import rasterize
+
+BOX_MIN = np.array([-0.35, -0.2, -0.25])
+BOX_MAX = np.array([0.1, 0.2, 0.1])
+SPHERE_CENTRE = np.array([0.15, 0.0, 0.1])
+SPHERE_RADIUS = 0.22
+
+#: Box side colours by outward axis: -X, +X, -Y (the front, seen by the reference), +Y, -Z, +Z.
+BOX_COLOURS = np.array(
+    [[40, 160, 60], [200, 200, 60], [210, 40, 40], [40, 60, 200], [120, 120, 120], [230, 130, 20]], dtype=np.uint8
+)
+SPHERE_TOP_COLOUR = np.array([240, 240, 240], dtype=np.uint8)
+SPHERE_BOTTOM_COLOUR = np.array([140, 40, 160], dtype=np.uint8)
+#: Background RGB under alpha 0: loud, so any leak into a baked texture shows.
+BACKGROUND = np.array([255, 0, 255], dtype=np.uint8)
+
+
+@dataclass
+class SyntheticScene:
+    vertices: np.ndarray  # (V, 3) rendered mesh (box and sphere, overlapping)
+    faces: np.ndarray  # (F, 3)
+    face_colours: np.ndarray  # (F, 3) uint8
+    images: np.ndarray  # (N, H, W, 4) uint8, alpha 255 on the subject, 0 elsewhere
+    c2w: np.ndarray  # (N, 4, 4)
+    camera_angle_x: float
+
+    def surface_points(self, count: int, seed: int = 0) -> np.ndarray:
+        """Uniform samples of the object's outer surface (the union of box and sphere)."""
+        rng = np.random.default_rng(seed)
+        d = BOX_MAX - BOX_MIN
+        box_area = 2 * (d[0] * d[1] + d[1] * d[2] + d[0] * d[2])
+        sphere_area = 4 * math.pi * SPHERE_RADIUS**2
+        n_box = int(count * box_area / (box_area + sphere_area))
+        box = _box_surface_samples(rng, 2 * n_box)
+        box = box[np.linalg.norm(box - SPHERE_CENTRE, axis=1) >= SPHERE_RADIUS]
+        sphere = rng.normal(size=(2 * (count - n_box), 3))
+        sphere = SPHERE_CENTRE + SPHERE_RADIUS * sphere / np.linalg.norm(sphere, axis=1, keepdims=True)
+        sphere = sphere[~(np.all(sphere > BOX_MIN, axis=1) & np.all(sphere < BOX_MAX, axis=1))]
+        return np.concatenate([box, sphere])
+
+
+def box_and_sphere() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vertices, faces, face colours) of the test object."""
+    box = trimesh.creation.box(bounds=np.stack([BOX_MIN, BOX_MAX]))
+    normals = box.face_normals
+    axis = np.abs(normals).argmax(1)
+    box_colours = BOX_COLOURS[2 * axis + (normals[np.arange(len(axis)), axis] > 0)]
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=SPHERE_RADIUS)
+    sphere.apply_translation(SPHERE_CENTRE)
+    top = sphere.triangles_center[:, 2] > SPHERE_CENTRE[2]
+    sphere_colours = np.where(top[:, None], SPHERE_TOP_COLOUR, SPHERE_BOTTOM_COLOUR)
+    vertices = np.concatenate([box.vertices, sphere.vertices])
+    faces = np.concatenate([box.faces, sphere.faces + len(box.vertices)])
+    return vertices, faces, np.concatenate([box_colours, sphere_colours]).astype(np.uint8)
+
+
+def orbit_cameras(
+    count: int = ORBIT_VIEWS, elevations_deg: tuple[float, ...] = (0.0, 20.0), radius: float = DEFAULT_RADIUS
+) -> np.ndarray:
+    """(count, 4, 4) c2w of an orbit about the origin, elevations cycling through the list."""
+    return np.stack(
+        [
+            SphericalPose(elevations_deg[i % len(elevations_deg)], world_azimuth(rel), radius).to_c2w()
+            for i, rel in enumerate(orbit_relative_azimuths(count))
+        ]
+    )
+
+
+def render(
+    vertices: np.ndarray, faces: np.ndarray, face_colours: np.ndarray, c2w: np.ndarray, camera_angle_x: float, size: int
+) -> np.ndarray:
+    """Unlit RGBA render (size, size, 4): face colour where covered, else transparent."""
+    frags = rasterize(c2w, camera_angle_x, size, size, vertices, faces)
+    image = np.zeros((size, size, 4), dtype=np.uint8)
+    image[..., :3] = BACKGROUND
+    image[frags.covered, :3] = face_colours[frags.face[frags.covered]]
+    image[frags.covered, 3] = 255
+    return image
+
+
+def make_scene(size: int = 128, views: int = ORBIT_VIEWS, fov_deg: float = DEFAULT_FOV_DEG) -> SyntheticScene:
+    vertices, faces, colours = box_and_sphere()
+    c2w = orbit_cameras(views)
+    angle = math.radians(fov_deg)
+    images = np.stack([render(vertices, faces, colours, m, angle, size) for m in c2w])
+    return SyntheticScene(vertices, faces, colours, images, c2w, angle)
+
+
+def _box_surface_samples(rng: np.random.Generator, count: int) -> np.ndarray:
+    size = BOX_MAX - BOX_MIN
+    areas = np.array([size[1] * size[2], size[0] * size[2], size[0] * size[1]])  # faces normal to x, y, z
+    axis = rng.choice(3, size=count, p=areas / areas.sum())
+    points = BOX_MIN + rng.random((count, 3)) * size
+    side = rng.integers(0, 2, size=count)
+    points[np.arange(count), axis] = np.where(side, BOX_MAX[axis], BOX_MIN[axis])
+    return points

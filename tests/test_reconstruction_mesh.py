@@ -1,0 +1,81 @@
+"""Mesh clean-up and UV unwrapping, each on small known inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+
+from blend123.backend.reconstruction.carve import HullGrid
+from blend123.backend.reconstruction.mesh import (
+    decimate,
+    extract_surface,
+    largest_component,
+    signed_volume,
+    taubin_smooth,
+)
+from blend123.backend.reconstruction.texture import texel_surface
+from blend123.backend.reconstruction.uv import unwrap
+
+
+def _sphere_grid(radius: float = 0.5, n: int = 40) -> HullGrid:
+    spacing = 1.4 / (n - 1)
+    origin = np.full(3, -0.7)
+    axes = origin[0] + spacing * np.arange(n)
+    x, y, z = np.meshgrid(axes, axes, axes, indexing="ij")
+    field = (radius - np.sqrt(x**2 + y**2 + z**2)).astype(np.float32)
+    return HullGrid(origin=origin, spacing=spacing, field=field)
+
+
+def test_marching_cubes_surface_sits_on_the_zero_level_and_faces_outward():
+    v, f = extract_surface(_sphere_grid())
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 0.5, atol=0.01)
+    assert signed_volume(v, f) > 0
+    assert abs(signed_volume(v, f) - 4 / 3 * np.pi * 0.125) < 0.01
+
+
+def test_largest_component_drops_floaters():
+    big = trimesh.creation.icosphere(subdivisions=3)
+    small = trimesh.creation.icosphere(subdivisions=1, radius=0.1)
+    small.apply_translation([3, 0, 0])
+    v = np.concatenate([small.vertices, big.vertices])
+    f = np.concatenate([small.faces, big.faces + len(small.vertices)])
+    kept_v, kept_f = largest_component(v, f)
+    assert len(kept_f) == len(big.faces) and len(kept_v) == len(big.vertices)
+    assert np.abs(kept_v).max() <= 1.0 + 1e-9
+
+
+def test_taubin_smooths_noise_without_shrinking():
+    sphere = trimesh.creation.icosphere(subdivisions=4)
+    noisy = sphere.vertices + np.random.default_rng(0).normal(0, 0.02, sphere.vertices.shape)
+    smoothed = taubin_smooth(noisy, sphere.faces, iterations=10)
+    radius_noisy = np.linalg.norm(noisy, axis=1)
+    radius = np.linalg.norm(smoothed, axis=1)
+    assert radius.std() < 0.5 * radius_noisy.std()
+    assert abs(radius.mean() - 1.0) < 0.01
+
+
+def test_decimate_respects_the_budget_and_keeps_the_shape():
+    sphere = trimesh.creation.icosphere(subdivisions=5)  # 20480 faces
+    v, f = decimate(sphere.vertices, sphere.faces, 3000)
+    assert 2500 < len(f) <= 3000
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=0.02)
+    v2, f2 = decimate(sphere.vertices, sphere.faces, 50_000)
+    assert len(f2) == len(sphere.faces)
+
+
+def test_unwrap_keeps_faces_and_gives_padded_charts():
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    uv_mesh = unwrap(sphere.vertices, sphere.faces, texture_size=256, padding=4)
+    # Same faces in the same order, only vertices split along seams.
+    np.testing.assert_array_equal(uv_mesh.source[uv_mesh.faces], sphere.faces)
+    np.testing.assert_allclose(uv_mesh.vertices, sphere.vertices[uv_mesh.source])
+    assert uv_mesh.uvs.min() >= 0 and uv_mesh.uvs.max() <= 1
+    # No two charts overlap: rasterised in UV space, each texel belongs to one face
+    # whose UV triangle has positive area.
+    tri = uv_mesh.uvs[uv_mesh.faces]
+    area = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    assert (np.abs(area) > 0).all()
+    normals = np.zeros_like(uv_mesh.vertices)
+    surface = texel_surface(uv_mesh.vertices, uv_mesh.faces, uv_mesh.uvs, normals + [0, 0, 1], 256)
+    assert len(surface.rows) > 0.3 * 256 * 256
+    np.testing.assert_allclose(np.linalg.norm(surface.positions, axis=1), 1.0, atol=0.03)
