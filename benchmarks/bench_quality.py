@@ -1,0 +1,297 @@
+"""Quality benchmark: reconstruct Blender-rendered objects with known truth and score them.
+
+For each object (``benchmarks/quality/scenes.py``): render it with Cycles if not cached
+(``build/quality/``), reconstruct from its 21-view input orbit, then score geometry
+(Chamfer-L1, F-score at 1% and 2% of the diagonal, volume IoU), held-out views (PSNR,
+SSIM) and albedo (error against Cycles' diffuse-colour pass after one global scale).
+With a light model (``ReconstructionOptions.light_model``), the same pipeline runs a
+second time with it off (the "baked" albedo) and the albedo error cut is reported.
+Prints a markdown table per object plus the mean and writes everything as JSON.
+
+    python benchmarks/bench_quality.py [--objects all|seen|unseen|name,...]
+        [--pipeline baseline|full] [--option key=value ...] [--out benchmarks/results/quality.json]
+
+``baseline``: the pipeline with the light model off (if it has one); ``full``: its
+defaults with the light model on. Tune on ``seen`` objects only; ``unseen`` ones (other
+shapes and lighting) are for the final numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.quality import metrics, render, scenes  # noqa: E402
+from benchmarks.quality.dataset import EvalObject  # noqa: E402
+from blend123.backend.reconstruction.pipeline import ReconstructionOptions, reconstruct  # noqa: E402
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "quality.json"
+TARGETS = {"f2": 0.90, "psnr": 26.0, "albedo_cut": 0.40}
+
+
+# --- running the pipeline -------------------------------------------------------------------
+
+
+def make_options(pipeline: str, overrides: dict[str, str], light_model: bool | None = None) -> ReconstructionOptions:
+    """Options for ``pipeline`` with ``key=value`` overrides (typed after the defaults)."""
+    options = ReconstructionOptions()
+    fields = {f.name for f in dataclasses.fields(options)}
+    for key, text in overrides.items():
+        if key not in fields:
+            raise SystemExit(f"--option {key}: ReconstructionOptions has no such field ({', '.join(sorted(fields))})")
+        default = getattr(options, key)
+        value = text.lower() in ("1", "true", "yes", "on") if isinstance(default, bool) else type(default)(text)
+        setattr(options, key, value)
+    if getattr(options, "light_model", None) is not None:
+        if light_model is None:
+            light_model = pipeline == "full"
+        options.light_model = light_model
+    return options
+
+
+def has_light_model(options: ReconstructionOptions) -> bool:
+    return getattr(options, "light_model", None) is not None
+
+
+def run_pipeline(obj: EvalObject, options: ReconstructionOptions):
+    start = time.perf_counter()
+    result = reconstruct(obj.input.images, obj.input.c2w, obj.input.camera_angle_x, options)
+    return result, time.perf_counter() - start
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+def score_albedo(mesh: metrics.TexturedMesh, obj: EvalObject, supersample: int) -> metrics.AlbedoScores:
+    """Unlit texture against the diffuse-colour pass over the input and held-out views."""
+    predicted, coverage, truth = [], [], []
+    for views in (obj.input, obj.heldout):
+        for c2w, albedo in zip(views.c2w, views.albedo):
+            view = metrics.render_view(mesh, c2w, views.camera_angle_x, views.size, supersample)
+            predicted.append(view.straight_albedo())
+            coverage.append(view.coverage)
+            truth.append(albedo)
+    return metrics.albedo_error(predicted, coverage, truth)
+
+
+def evaluate(obj: EvalObject, result, supersample: int) -> dict:
+    """Every score of one reconstruction of ``obj``."""
+    geometry = metrics.geometry_scores(result.vertices, result.faces, obj.vertices, obj.faces)
+    mesh = metrics.TexturedMesh.from_result(result)
+    views = []
+    for c2w, truth in zip(obj.heldout.c2w, obj.heldout.images):
+        render_ = metrics.render_view(mesh, c2w, obj.heldout.camera_angle_x, obj.heldout.size, supersample)
+        views.append(dataclasses.asdict(metrics.appearance_scores(render_, truth)))
+    albedo = score_albedo(mesh, obj, supersample)
+    return {
+        "geometry": {
+            "chamfer_l1": geometry.chamfer_l1,
+            "f1": geometry.f1.f,
+            "precision1": geometry.f1.precision,
+            "recall1": geometry.f1.recall,
+            "f2": geometry.f2.f,
+            "precision2": geometry.f2.precision,
+            "recall2": geometry.f2.recall,
+            "volume_iou": geometry.volume_iou,
+            "diagonal": geometry.diagonal,
+        },
+        "appearance": {key: float(np.mean([v[key] for v in views])) for key in views[0]} | {"views": views},
+        "albedo": dataclasses.asdict(albedo),
+    }
+
+
+def evaluate_object(obj: EvalObject, options: ReconstructionOptions, compare_baked: bool, supersample: int) -> dict:
+    result, seconds = run_pipeline(obj, options)
+    start = time.perf_counter()
+    record = {"object": obj.name, "seen": obj.name in {s.name for s in scenes.SEEN}}
+    record |= evaluate(obj, result, supersample)
+    record |= {
+        "reconstruct_seconds": seconds,
+        "stage_seconds": result.stage_seconds,
+        "faces": int(len(result.faces)),
+        "light": result.light is not None,
+        "gt_watertight": _watertight(obj),
+        "albedo_baked": None,
+        "albedo_cut": None,
+    }
+    if compare_baked:
+        baked, baked_seconds = run_pipeline(obj, dataclasses.replace(options, light_model=False))
+        scores = score_albedo(metrics.TexturedMesh.from_result(baked), obj, supersample)
+        record["albedo_baked"] = dataclasses.asdict(scores)
+        record["albedo_cut"] = 1.0 - record["albedo"]["mae"] / scores.mae
+        record["reconstruct_seconds"] += baked_seconds
+    record["evaluate_seconds"] = time.perf_counter() - start
+    return record
+
+
+def _watertight(obj: EvalObject) -> bool:
+    import trimesh
+
+    return bool(trimesh.Trimesh(obj.vertices, obj.faces, process=True).is_watertight)
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+COLUMNS = [
+    ("object", "object", "{}"),
+    ("CD-L1", ("geometry", "chamfer_l1"), "{:.4f}"),
+    ("F@1%", ("geometry", "f1"), "{:.3f}"),
+    ("F@2%", ("geometry", "f2"), "{:.3f}"),
+    ("vIoU", ("geometry", "volume_iou"), "{:.3f}"),
+    ("PSNR", ("appearance", "psnr"), "{:.2f}"),
+    ("SSIM", ("appearance", "ssim"), "{:.3f}"),
+    ("PSNR obj", ("appearance", "psnr_object"), "{:.2f}"),
+    ("albedo MAE", ("albedo", "mae"), "{:.4f}"),
+    ("albedo PSNR", ("albedo", "psnr"), "{:.2f}"),
+    ("baked MAE", ("albedo_baked", "mae"), "{:.4f}"),
+    ("cut", "albedo_cut", "{:.0%}"),
+    ("time s", "reconstruct_seconds", "{:.1f}"),
+]
+
+
+def _get(record: dict, key):
+    if isinstance(key, tuple):
+        outer = record.get(key[0])
+        return None if outer is None else outer.get(key[1])
+    return record.get(key)
+
+
+def mean_record(records: list[dict]) -> dict:
+    """Means of every column over the objects (None where any object lacks it)."""
+    mean: dict = {"object": "**mean**"}
+    for _, key, _ in COLUMNS[1:]:
+        values = [_get(r, key) for r in records]
+        value = None if any(v is None for v in values) else float(np.mean(values))
+        if isinstance(key, tuple):
+            mean.setdefault(key[0], {})[key[1]] = value
+        else:
+            mean[key] = value
+    if all(r["albedo_baked"] for r in records):  # the cut of the mean error, not the mean cut
+        mean["albedo_cut"] = 1.0 - mean["albedo"]["mae"] / mean["albedo_baked"]["mae"]
+    return mean
+
+
+def markdown(records: list[dict], mean: dict) -> str:
+    lines = ["| " + " | ".join(c[0] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for record in records + [mean]:
+        cells = []
+        for _, key, fmt in COLUMNS:
+            value = _get(record, key)
+            missing = value is None or (isinstance(value, float) and math.isnan(value))
+            cells.append("n/a" if missing else fmt.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def target_lines(mean: dict) -> list[str]:
+    f2, psnr, cut = mean["geometry"]["f2"], mean["appearance"]["psnr"], mean["albedo_cut"]
+
+    def verdict(value, target):
+        return "pass" if value >= target else "FAIL"
+
+    lines = [
+        f"mean F@2% {f2:.3f} (target >= {TARGETS['f2']:.2f}): {verdict(f2, TARGETS['f2'])}",
+        f"mean held-out PSNR {psnr:.2f} dB (target >= {TARGETS['psnr']:.0f}): {verdict(psnr, TARGETS['psnr'])}",
+    ]
+    if cut is None:
+        lines.append("albedo error cut by the light model: n/a (the pipeline has no light model)")
+    else:
+        target = TARGETS["albedo_cut"]
+        lines.append(f"albedo error cut by the light model {cut:.0%} (target >= {target:.0%}): {verdict(cut, target)}")
+    return lines
+
+
+def _portable(path: Path) -> str:
+    """A path for the report: relative to the repository, or just its name (no machine paths)."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return path.name
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--objects", default="all", help="all, seen, unseen, or comma-separated names")
+    parser.add_argument("--pipeline", choices=("baseline", "full"), default="baseline")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="set a ReconstructionOptions field"
+    )
+    parser.add_argument("--no-compare", action="store_true", help="skip the light-model-off run")
+    parser.add_argument("--root", type=Path, default=render.DEFAULT_ROOT, help="render cache")
+    parser.add_argument("--render-threads", type=int, default=render.RenderSettings.threads)
+    parser.add_argument("--supersample", type=int, default=2, help="rasteriser supersampling for scoring renders")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+
+    try:
+        specs = scenes.select(args.objects)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    overrides = dict(item.split("=", 1) for item in args.option)
+    options = make_options(args.pipeline, overrides)
+    compare = has_light_model(options) and options.light_model and not args.no_compare
+
+    settings = dataclasses.replace(render.RenderSettings(), threads=args.render_threads)
+    render_seconds = render.ensure_rendered([s.name for s in specs], args.root, settings)
+    print(f"renders ready ({render_seconds:.0f} s spent rendering)" if render_seconds else "renders cached")
+
+    records = []
+    for spec in specs:
+        obj = EvalObject.load(args.root / spec.name)
+        record = evaluate_object(obj, options, compare, args.supersample)
+        records.append(record)
+        g, a = record["geometry"], record["appearance"]
+        print(
+            f"{spec.name:8s} F@2% {g['f2']:.3f}  vIoU {g['volume_iou']:.3f}  PSNR {a['psnr']:.2f}  "
+            f"albedo MAE {record['albedo']['mae']:.4f}  ({record['reconstruct_seconds']:.1f} s + "
+            f"{record['evaluate_seconds']:.1f} s scoring)",
+            flush=True,
+        )
+
+    groups = {"all": records}
+    if len(records) > 1:
+        groups |= {"seen": [r for r in records if r["seen"]], "unseen": [r for r in records if not r["seen"]]}
+    means = {name: mean_record(group) for name, group in groups.items() if group}
+    print()
+    print(markdown(records, means["all"]))
+    for name in ("seen", "unseen"):
+        if name in means and len(groups[name]) < len(records):
+            print(f"\nmean over {name} objects:")
+            print(markdown([], means[name] | {"object": f"**{name}**"}))
+    print()
+    for line in target_lines(means["all"]):
+        print(line)
+
+    report = {
+        "benchmark": "quality",
+        "pipeline": args.pipeline,
+        "options": dataclasses.asdict(options),
+        "light_model": getattr(options, "light_model", None),
+        "objects": [s.describe() | {"seen": s in scenes.SEEN} for s in specs],
+        "render": dataclasses.asdict(settings) | {"cache": _portable(args.root), "seconds_this_run": render_seconds},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "results": records,
+        "mean": means,
+        "targets": TARGETS,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {_portable(args.out)}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
