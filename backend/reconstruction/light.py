@@ -1,0 +1,149 @@
+"""The disentangled light: 24 Spherical Gaussians (SGs) with fixed axes, white amplitudes.
+
+An SG is ``G(w; mu, s, a) = a * exp(s * (mu . w - 1))``: here, the world radiance
+arriving from direction ``w`` (linear RGB, Blender frame, Z up). The axes are fixed on
+a Fibonacci sphere and share one sharpness; only the (scalar, white) amplitudes are
+fitted, through a softplus so they stay positive.
+
+Lambertian shading needs the irradiance ``E(n) = integral L(w) max(0, n . w) dw``. The
+clamped cosine is itself close to an SG (axis n, sharpness 2.133, amplitude 1.17), and
+the integral of a product of two SGs has a closed form:
+
+    <G1, G2> = 2 pi a1 a2 exp(d - (s1 + s2)) (1 - exp(-2 d)) / d,   d = |s1 mu1 + s2 mu2|
+
+A diffuse surface of albedo ``rho`` then leaves radiance ``rho * E(n) / pi``: that is the
+``shading`` the reconstruction multiplies albedo by, so the lobes are true world radiance
+and Blender, lit by :meth:`SGLight.environment_image`, reproduces the input views.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: SG fit of the clamped cosine lobe max(0, n . w): (sharpness, amplitude).
+COSINE_SHARPNESS = 2.133
+COSINE_AMPLITUDE = 1.17
+LOBES = 24
+#: Shared sharpness of the light's lobes: 24 axes lie ~45 deg apart, and lobes of this
+#: width overlap enough that their sum can be smooth (a sky) or peaked (a sun).
+DEFAULT_SHARPNESS = 6.0
+
+
+def fibonacci_axes(count: int = LOBES) -> np.ndarray:
+    """(count, 3) unit vectors spread evenly over the sphere (golden-angle spiral)."""
+    i = np.arange(count) + 0.5
+    z = 1.0 - 2.0 * i / count
+    r = np.sqrt(np.maximum(1.0 - z * z, 0.0))
+    phi = math.pi * (3.0 - math.sqrt(5.0)) * i
+    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+
+
+def sg_inner(
+    axis1: torch.Tensor, sharp1: torch.Tensor, amp1: torch.Tensor, axis2: torch.Tensor, sharp2: torch.Tensor, amp2
+) -> torch.Tensor:
+    """Closed-form integral over the sphere of the product of two SGs (broadcasting)."""
+    d = torch.linalg.vector_norm(sharp1[..., None] * axis1 + sharp2[..., None] * axis2, dim=-1).clamp_min(1e-6)
+    # exp(d - s1 - s2) * (1 - exp(-2d)) rewritten as a difference of exponentials of
+    # non-positive numbers (d <= s1 + s2), so nothing overflows for sharp lobes.
+    return 2.0 * math.pi * amp1 * amp2 * (torch.exp(d - sharp1 - sharp2) - torch.exp(-d - sharp1 - sharp2)) / d
+
+
+class SGLight(torch.nn.Module):
+    """24 fixed-axis SGs, one shared sharpness, softplus amplitudes (white light)."""
+
+    def __init__(self, count: int = LOBES, sharpness: float = DEFAULT_SHARPNESS, amplitude: float = 1.0) -> None:
+        super().__init__()
+        self.register_buffer("axes", torch.as_tensor(fibonacci_axes(count), dtype=torch.float32))
+        self.register_buffer("sharpness", torch.tensor(float(sharpness)))
+        # softplus^-1(amplitude), so a fresh light is uniform with that amplitude.
+        raw = math.log(math.expm1(amplitude)) if amplitude < 20 else amplitude
+        self.raw_amplitude = torch.nn.Parameter(torch.full((count,), raw, dtype=torch.float32))
+
+    @property
+    def amplitudes(self) -> torch.Tensor:
+        return torch.nn.functional.softplus(self.raw_amplitude)
+
+    def irradiance(self, normals: torch.Tensor) -> torch.Tensor:
+        """E(n) for unit normals (..., 3): (...,) scalar (white light)."""
+        n = normals[..., None, :]  # (..., 1, 3) against the (K, 3) axes
+        cos_s = torch.tensor(COSINE_SHARPNESS, dtype=normals.dtype, device=normals.device)
+        inner = sg_inner(self.axes, self.sharpness, self.amplitudes, n, cos_s, COSINE_AMPLITUDE)
+        return inner.sum(-1)
+
+    def shading(self, normals: torch.Tensor) -> torch.Tensor:
+        """Lambertian outgoing radiance per unit albedo: E(n) / pi."""
+        return self.irradiance(normals) / math.pi
+
+    def radiance(self, directions: torch.Tensor) -> torch.Tensor:
+        """Radiance (...,) arriving from unit directions (..., 3)."""
+        cos = directions @ self.axes.T
+        return (self.amplitudes * torch.exp(self.sharpness * (cos - 1.0))).sum(-1)
+
+    @torch.no_grad()
+    def scale_(self, factor: float) -> None:
+        """Multiply every amplitude by ``factor`` (> 0)."""
+        amp = self.amplitudes * factor
+        self.raw_amplitude.copy_(amp + torch.log(-torch.expm1(-amp)))  # softplus^-1
+
+    def to_json(self) -> dict:
+        """The format the Blender add-on reads (world radiance, linear RGB, Z up)."""
+        axes = self.axes.detach().cpu().double().numpy()
+        amps = self.amplitudes.detach().cpu().double().numpy()
+        s = float(self.sharpness)
+        return {
+            "ambient": [0.0, 0.0, 0.0],
+            "lobes": [
+                {"axis": [float(x) for x in axis], "sharpness": s, "amplitude": [float(a)] * 3}
+                for axis, a in zip(axes, amps)
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "SGLight":
+        """Inverse of :meth:`to_json` (for lights written by this module: fixed axes, white)."""
+        lobes = doc["lobes"]
+        light = cls(count=len(lobes), sharpness=float(lobes[0]["sharpness"]))
+        axes = np.asarray([lobe["axis"] for lobe in lobes], dtype=np.float64)
+        amps = np.asarray([np.mean(lobe["amplitude"]) for lobe in lobes], dtype=np.float64)
+        light.axes.copy_(torch.as_tensor(axes / np.linalg.norm(axes, axis=1, keepdims=True)))
+        with torch.no_grad():
+            a = torch.as_tensor(amps, dtype=torch.float32).clamp_min(1e-8)
+            light.raw_amplitude.copy_(a + torch.log(-torch.expm1(-a)))
+        return light
+
+    @torch.no_grad()
+    def environment_image(self, width: int = 512, height: int = 256) -> np.ndarray:
+        """(height, width, 3) float32 equirectangular radiance map, first row = top (+Z).
+
+        Blender's Environment Texture (Cycles/EEVEE, default mapping) looks direction
+        ``(x, y, z)`` up at ``u = 0.5 - atan2(y, x) / (2 pi)``, ``v = 0.5 + asin(z) / pi``
+        (v = 0 is the bottom row): the image centre faces +X, +Y is a quarter to the
+        left, the top row is the zenith. Verified by rendering with Cycles in
+        ``tests/test_reconstruction_light.py`` when bpy is installed.
+        """
+        u = (np.arange(width) + 0.5) / width
+        v = 1.0 - (np.arange(height) + 0.5) / height  # first row at the top
+        azimuth = (0.5 - u) * 2.0 * math.pi  # atan2(y, x)
+        elevation = (v - 0.5) * math.pi
+        el, az = np.meshgrid(elevation, azimuth, indexing="ij")
+        dirs = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1)
+        d = torch.as_tensor(dirs, dtype=torch.float32, device=self.axes.device)
+        rad = self.radiance(d).cpu().numpy().astype(np.float32)
+        return np.repeat(rad[..., None], 3, axis=-1)
+
+
+def benchmark_view(doc: dict) -> dict:
+    """Extra keys for ``benchmarks/quality/metrics.py``: per-lobe arrays whose irradiance
+    sum, times the texture's albedo *in linear light*, is the rendered colour (it has no
+    1/pi, so the amplitudes carry it)."""
+    lobes = doc["lobes"]
+    return {
+        "space": "linear",
+        "axes": [lobe["axis"] for lobe in lobes],
+        "sharpness": [lobe["sharpness"] for lobe in lobes],
+        "amplitudes": [lobe["amplitude"][0] / math.pi for lobe in lobes],
+    }
