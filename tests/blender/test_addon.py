@@ -153,3 +153,34 @@ def test_importing_100k_faces_and_a_2048_texture_is_fast(scene):
     uv = np.empty(len(obj.data.loops) * 2, np.float32)
     obj.data.uv_layers[0].uv.foreach_get("vector", uv)
     np.testing.assert_allclose(uv.reshape(-1, 2), uvs[faces.ravel()], atol=1e-6)
+
+
+def test_preferences_connect_to_a_curve_protected_backend(scene, serve_process, tmp_path):
+    """The remote-GPU set-up: `blend123 keys` for both ends, `serve` with CURVE, keys in the preferences."""
+    import shutil
+    import subprocess
+    import sys
+
+    def keys(role, folder):
+        subprocess.run([sys.executable, "-m", "blend123.backend.cli", "keys", role, str(folder)], check=True, capture_output=True)
+
+    keys("server", tmp_path / "server")
+    keys("client", tmp_path / "client")
+    (tmp_path / "allowed").mkdir()
+    shutil.copy(tmp_path / "client" / "client.key", tmp_path / "allowed")
+    backend = serve_process("--curve-secret", str(tmp_path / "server" / "server.key_secret"), "--curve-clients", str(tmp_path / "allowed"))
+
+    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
+    prefs.address = backend.address
+    session = ext("connection").session()
+    try:
+        prefs.client_secret_key, prefs.server_public_key = "", ""
+        assert not session.connect(bpy.context, wait_s=1.0)  # no keys: the backend says nothing
+        prefs.client_secret_key = str(tmp_path / "client" / "client.key_secret")
+        assert not session.connect(bpy.context) and "both" in session.status + session.hint
+        prefs.server_public_key = str(tmp_path / "server" / "server.key")
+        assert session.connect(bpy.context), session.status
+        assert any(m.name == "default" for m in session.models())
+    finally:
+        prefs.client_secret_key, prefs.server_public_key = "", ""
+        session.disconnect()
