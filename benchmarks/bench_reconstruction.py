@@ -1,10 +1,12 @@
-"""Benchmark the baseline reconstruction on a synthetic orbit (CPU).
+"""Benchmark the reconstruction's speed on a synthetic orbit (CPU, or CUDA when present).
 
-21 views of the synthetic box-and-sphere -> textured GLB with the default options; prints
-the time per stage, the total, the F-score against the ground truth, and the xatlas
-unwrap time against face count. Writes the numbers as JSON to ``--out``.
+21 views of the synthetic box-and-sphere -> textured GLB with the default options (light
+model on: the refine stage fits the SG light); prints the time per stage, the total, the
+F-score against the ground truth, and the xatlas unwrap time against face count. Writes
+the numbers as JSON to ``--out``. Quality is measured by ``bench_quality.py``.
 
-    python benchmarks/bench_reconstruction.py [--size 256] [--out benchmarks/results/reconstruction.json]
+    python benchmarks/bench_reconstruction.py [--size 256] [--device auto|cpu|cuda]
+        [--threads 2] [--out benchmarks/results/reconstruction.json]
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from blend123.backend.reconstruction import synthetic
 from blend123.backend.reconstruction.carve import Silhouettes, carve
 from blend123.backend.reconstruction.mesh import decimate, extract_surface, largest_component, taubin_smooth
 from blend123.backend.reconstruction.metrics import bbox_diagonal, f_score, sample_surface
 from blend123.backend.reconstruction.pipeline import ReconstructionOptions, reconstruct
+from blend123.backend.reconstruction.refine import resolve_device
 from blend123.backend.reconstruction.uv import unwrap
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "reconstruction.json"
@@ -33,13 +38,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--views", type=int, default=21)
     parser.add_argument("--unwrap-faces", type=int, nargs="*", default=[5_000, 20_000, 50_000])
     parser.add_argument("--uncapped", action="store_true", help="also time xatlas without the chart-area cap (slow)")
+    parser.add_argument("--device", default="auto", help="torch device of the refine stage")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
     scene = synthetic.make_scene(size=args.size, views=args.views)
     render_s = time.perf_counter() - start
-    options = ReconstructionOptions()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    options = ReconstructionOptions(device=args.device)
+    device = str(resolve_device(args.device))
+    print(f"refine stage on {device}, {torch.get_num_threads()} CPU threads")
     print(f"rendered {args.views} views at {args.size}px in {render_s:.2f} s")
 
     start = time.perf_counter()
@@ -61,6 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "reconstruction",
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
         "views": args.views,
         "view_size": args.size,
         "options": asdict(options),
@@ -75,8 +88,16 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {_portable(args.out)}")
     return report
+
+
+def _portable(path: Path) -> str:
+    """The output path relative to the repository when inside it (no machine paths in logs)."""
+    try:
+        return str(path.resolve().relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return path.name
 
 
 def _unwrap_timings(scene, options: ReconstructionOptions, counts: list[int], uncapped: bool) -> list[dict]:

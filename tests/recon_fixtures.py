@@ -3,6 +3,7 @@ transforms.json writer, texture look-ups, and a real-Blender glTF import in a su
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import json
@@ -11,13 +12,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from blend123.backend.reconstruction.light import SGLight
 from blend123.backend.reconstruction.pipeline import ReconstructionOptions, ReconstructionResult, reconstruct
+from blend123.backend.reconstruction.raster import rasterize
+from blend123.backend.reconstruction.refine import linear_to_srgb, srgb_to_linear
 from blend123.backend.reconstruction.synthetic import SyntheticScene, make_scene
 
 #: Small but not trivial: the marching-cubes mesh has several times FAST_OPTIONS.max_faces.
-FAST_OPTIONS = ReconstructionOptions(texture_size=512, max_faces=8000, grid_resolution=96)
+#: The light model is off: the synthetic scene is unlit, these options test the baking.
+FAST_OPTIONS = ReconstructionOptions(texture_size=512, max_faces=8000, grid_resolution=96, light_model=False)
+#: The light model on, few steps: for the lit scene.
+LIT_OPTIONS = ReconstructionOptions(
+    texture_size=256, max_faces=6000, grid_resolution=80, refine_steps=150, refine_samples=8192
+)
 
 HAS_BPY = importlib.util.find_spec("bpy") is not None
 
@@ -34,6 +44,47 @@ def reconstruction() -> tuple[ReconstructionResult, tuple[tuple[str, float], ...
     s = scene()
     result = reconstruct(s.images, s.c2w, s.camera_angle_x, FAST_OPTIONS, lambda st, f: calls.append((st, f)))
     return result, tuple(calls)
+
+
+def known_light() -> SGLight:
+    """A sun-like light: strong lobes up and to the front right, a dim sky everywhere."""
+    light = SGLight(amplitude=0.15)
+    sun = torch.tensor([0.5, -0.6, 0.62])
+    sun = sun / sun.norm()
+    cos = light.axes @ sun
+    with torch.no_grad():
+        amp = 0.15 + 3.0 * torch.clamp(cos, min=0) ** 4
+        light.raw_amplitude.copy_(amp + torch.log(-torch.expm1(-amp)))
+    return light
+
+
+@functools.lru_cache(maxsize=None)
+def lit_scene(size: int = 96) -> SyntheticScene:
+    """The synthetic scene shaded by :func:`known_light` (Lambertian, in linear light)."""
+    base = scene(size)
+    light = known_light()
+    v, f = base.vertices, base.faces
+    face_n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    face_n /= np.linalg.norm(face_n, axis=1, keepdims=True)
+    with torch.no_grad():
+        shading = light.shading(torch.as_tensor(face_n, dtype=torch.float32)).numpy()
+    images = base.images.copy()
+    for i, c2w in enumerate(base.c2w):
+        frags = rasterize(c2w, base.camera_angle_x, size, size, v, f)
+        fid = frags.face[frags.covered]
+        albedo = srgb_to_linear(base.face_colours[fid].astype(np.float64) / 255.0)
+        lit = linear_to_srgb(albedo * shading[fid, None])
+        images[i][frags.covered, :3] = np.clip(np.rint(lit * 255), 0, 255).astype(np.uint8)
+    return SyntheticScene(v, f, base.face_colours, images, base.c2w, base.camera_angle_x)
+
+
+@functools.lru_cache(maxsize=None)
+def lit_reconstructions() -> tuple[ReconstructionResult, ReconstructionResult]:
+    """The lit scene reconstructed with the light model on and off."""
+    s = lit_scene()
+    on = reconstruct(s.images, s.c2w, s.camera_angle_x, LIT_OPTIONS)
+    off = reconstruct(s.images, s.c2w, s.camera_angle_x, dataclasses.replace(LIT_OPTIONS, light_model=False))
+    return on, off
 
 
 def write_transforms(folder: Path, images: np.ndarray, c2w: np.ndarray, angle: float, suffix: bool = True) -> Path:

@@ -36,7 +36,7 @@ def test_output_arrays_follow_the_contract():
     assert result.uvs.min() >= 0.0 and result.uvs.max() <= 1.0
     assert result.texture.shape == (FAST_OPTIONS.texture_size,) * 2 + (4,) and result.texture.dtype == np.uint8
     assert (result.texture[..., 3] == 255).all()
-    assert result.light is None
+    assert result.light is None and result.environment is None  # FAST_OPTIONS: light model off
     assert set(result.stage_seconds) == set(STAGES)
 
 

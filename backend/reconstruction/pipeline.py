@@ -1,8 +1,13 @@
-"""The baseline reconstruction: visual hull -> mesh -> UV unwrap -> baked texture -> GLB.
+"""The reconstruction: visual hull -> mesh -> light fit -> UV unwrap -> de-lit texture -> GLB.
 
-Stages, reported through ``progress`` under these names: ``carve``, ``mesh``, ``uv``,
-``texture``, ``export``. The colour is the input views' own (light baked in); ``light``
-stays ``None`` until a light model exists.
+Stages, reported through ``progress`` under these names: ``carve``, ``mesh``, ``refine``,
+``uv``, ``texture``, ``export``.
+
+With ``light_model`` (the default) the ``refine`` stage fits a 24-SG light jointly with a
+per-vertex albedo by differentiable rendering (``refine.py``); the texture is then the
+views' colour divided by the fitted shading at each texel (in linear light), so it holds
+the albedo, and ``ReconstructionResult.light`` / ``environment`` describe the light.
+Without it the texture is the views' own colour (light baked in) and ``light`` is None.
 """
 
 from __future__ import annotations
@@ -14,18 +19,27 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
+import torch
 
 from ..progress import ProgressFn, no_progress
 from .carve import Silhouettes, carve
 from .export import export_glb
+from .light import SGLight, benchmark_view
 from .mesh import decimate, extract_surface, largest_component, taubin_smooth, vertex_normals
+from .refine import RefineOptions, linear_to_srgb, refine, srgb_to_linear
 from .texture import bake, fill_texture, texel_surface
 from .transforms import load_transforms
 from .uv import unwrap
 
 __all__ = ["ReconstructionOptions", "ReconstructionResult", "load_transforms", "reconstruct"]
 
-STAGES = ("carve", "mesh", "uv", "texture", "export")
+STAGES = ("carve", "mesh", "refine", "uv", "texture", "export")
+#: Shading below this share of the median is treated as this share when de-lighting:
+#: texels the light barely reaches would otherwise take a huge, noisy albedo.
+_MIN_SHADING = 0.15
+#: The albedo texture is normalised so this percentile of its brightest channel is 1
+#: (the light takes the inverse factor: albedo and light trade a global scale).
+_ALBEDO_PERCENTILE = 99.5
 
 
 @dataclass
@@ -38,6 +52,14 @@ class ReconstructionOptions:
     smoothing_iterations: int = 10  # Taubin iterations on the marching-cubes mesh
     uv_padding: int = 4  # texels between charts in the atlas
     max_chart_area_fraction: float = 0.02  # cap on one chart's share of the surface (xatlas speed)
+    light_model: bool = True  # fit the 24-SG light and de-light the texture
+    refine_steps: int = 500  # optimisation steps of the refine stage
+    refine_samples: int = 16_384  # pixels sampled per step
+    refine_offsets: float = 0.0  # learning rate of vertex offsets (0: geometry is the hull's)
+    illum_weight: float = 0.5  # weight of L_illum = |V(I) - shading|^2
+    albedo_tv_weight: float = 0.02  # total variation of the per-vertex albedo
+    environment_width: int = 512  # of the equirectangular light image (height = width / 2)
+    device: str = "auto"  # torch device of the refine stage: "auto" = CUDA when available
 
     def validate(self) -> None:
         checks = [
@@ -49,6 +71,12 @@ class ReconstructionOptions:
             (self.smoothing_iterations >= 0, "smoothing_iterations must be >= 0"),
             (self.uv_padding >= 0, "uv_padding must be >= 0"),
             (0 <= self.max_chart_area_fraction <= 1, "max_chart_area_fraction must be in [0, 1]"),
+            (self.refine_steps >= 0, "refine_steps must be >= 0"),
+            (self.refine_samples >= 1, "refine_samples must be >= 1"),
+            (self.refine_offsets >= 0, "refine_offsets must be >= 0"),
+            (self.illum_weight >= 0 and self.albedo_tv_weight >= 0, "loss weights must be >= 0"),
+            (8 <= self.environment_width <= 8192, "environment_width must be in [8, 8192]"),
+            (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "unknown device"),
         ]
         problems = [message for ok, message in checks if not ok]
         if problems:
@@ -63,7 +91,13 @@ class ReconstructionResult:
     texture: np.ndarray  # (T, T, 4) uint8 RGBA, first row = top of the image
     glb: bytes  # the same mesh as binary glTF (Y up, see export.py)
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    light: dict | None = None  # None in the baseline (no light model yet)
+    #: The fitted light (``light.py``'s JSON: ``ambient`` and 24 ``lobes`` of world
+    #: radiance, linear RGB, Z up) plus ``space``/``axes``/``sharpness``/``amplitudes``
+    #: for the quality benchmark's renderer; None without the light model.
+    light: dict | None = None
+    #: (H, W, 3) float32 equirectangular radiance of the light in Blender's layout (see
+    #: ``SGLight.environment_image``); None without the light model.
+    environment: np.ndarray | None = None
 
 
 def reconstruct(
@@ -98,6 +132,34 @@ def reconstruct(
         progress("mesh", 0.6)
         vertices, faces = decimate(vertices, faces, options.max_faces)
 
+    light: SGLight | None = None
+    with stage("refine"):
+        if options.light_model or options.refine_offsets > 0:
+            refine_options = RefineOptions(
+                steps=options.refine_steps,
+                samples=options.refine_samples,
+                lr_offsets=options.refine_offsets,
+                w_illum=options.illum_weight,
+                w_albedo_tv=options.albedo_tv_weight,
+                alpha_threshold=options.alpha_threshold,
+            )
+            try:
+                fit = refine(
+                    vertices,
+                    faces,
+                    images,
+                    c2w,
+                    camera_angle_x,
+                    refine_options,
+                    device=options.device,
+                    on_progress=lambda f: progress("refine", f),
+                )
+            except FloatingPointError:
+                fit = None  # diverged: keep the hull's mesh and the views' own colour
+            if fit is not None:
+                vertices = fit.vertices
+                light = fit.light if options.light_model else None
+
     with stage("uv"):
         # One blocking xatlas call: cancellation takes effect when it returns.
         uv_mesh = unwrap(vertices, faces, options.texture_size, options.uv_padding, options.max_chart_area_fraction)
@@ -121,6 +183,8 @@ def reconstruct(
             camera_angle_x,
             on_progress=lambda fraction: progress("texture", 0.1 + 0.85 * fraction),
         )
+        if light is not None:
+            rgb = _delight(rgb, surface.normals, light)
         texture = fill_texture(surface, rgb, weight > 1e-3, options.texture_size)
 
     with stage("export"):
@@ -133,7 +197,28 @@ def reconstruct(
         texture=texture,
         glb=glb,
         stage_seconds=seconds,
+        light=None if light is None else light.to_json() | benchmark_view(light.to_json()),
+        environment=None
+        if light is None
+        else light.environment_image(options.environment_width, options.environment_width // 2),
     )
+
+
+def _delight(rgb: np.ndarray, normals: np.ndarray, light: SGLight) -> np.ndarray:
+    """Texel albedo (sRGB values) = views' colour / shading, in linear light.
+
+    Normalises the albedo so its bright end is 1 and scales ``light`` by the inverse, so
+    the product (what the views show) is unchanged.
+    """
+    with torch.no_grad():
+        shading = light.shading(torch.as_tensor(normals, dtype=torch.float32)).numpy().astype(np.float64)
+    shading = np.maximum(shading, _MIN_SHADING * max(float(np.median(shading)), 1e-12))
+    albedo = srgb_to_linear(rgb.astype(np.float64)) / shading[:, None]
+    scale = float(np.percentile(albedo.max(1), _ALBEDO_PERCENTILE)) if len(albedo) else 1.0
+    if scale > 0:
+        albedo /= scale
+        light.scale_(scale)
+    return linear_to_srgb(albedo).astype(np.float32)
 
 
 def _check_inputs(images, c2w, camera_angle_x: float) -> tuple[np.ndarray, np.ndarray]:
