@@ -325,7 +325,7 @@ def test_sg_irradiance_reads_the_pipelines_lobe_json_with_ambient():
     flat = {"axes": axes, "sharpness": [3.0] * 4, "amplitudes": [0.5, 1.0, 0.2, 0.7]}
     lobes = {
         "ambient": [0.1, 0.1, 0.1],
-        "lobes": [{"axis": a.tolist(), "sharpness": 3.0, "amplitude": [v] * 3} for a, v in zip(axes, flat["amplitudes"])],
+        "lobes": [{"axis": a.tolist(), "sharpness": 3.0, "amplitude": [v * math.pi] * 3} for a, v in zip(axes, flat["amplitudes"])],
     }
     normals = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     np.testing.assert_allclose(metrics.sg_irradiance(normals, lobes), metrics.sg_irradiance(normals, flat) + 0.1)

@@ -304,6 +304,8 @@ def sample_texture(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
 def sg_light(light: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(axes (K, 3) unit, sharpness (K,), amplitudes (K, 3)) from a light dict.
 
+    Flat arrays are taken as they are; the JSON ``lobes`` (radiance) are divided by pi.
+
     Accepts the pipeline's JSON (``{"ambient": rgb, "lobes": [{"axis", "sharpness",
     "amplitude"}]}``, the format the Blender add-on reads) or flat arrays.
     """
@@ -312,7 +314,8 @@ def sg_light(light: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         light = {
             "axes": [lobe["axis"] for lobe in lobes],
             "sharpness": [lobe["sharpness"] for lobe in lobes],
-            "amplitudes": [lobe["amplitude"] for lobe in lobes],
+            # The JSON's lobes are world radiance; irradiance here is per albedo unit (E / pi).
+            "amplitudes": [np.asarray(lobe["amplitude"], dtype=np.float64) / math.pi for lobe in lobes],
         }
 
     def pick(*names):

@@ -57,12 +57,13 @@ class SGLight:
     def equirect(self, width: int = 256, height: int = 128) -> np.ndarray:
         """(height, width, 3) float32 lat-long map, first row at the top (+Z), Blender's layout.
 
-        Blender's Environment Texture maps u = 0.5 + atan2(y, x) / (2 pi) ... with -X at
-        the left edge, v from -Z (bottom) to +Z (top).
+        Cycles' Environment Texture maps u = 0.5 - atan2(y, x) / (2 pi) (+X in the middle,
+        +Y a quarter to the left) and v = 0.5 + asin(z) / pi (checked against Cycles renders
+        in the backend's light tests).
         """
         u = (np.arange(width) + 0.5) / width
         v = (np.arange(height) + 0.5) / height
-        phi = (u - 0.5) * 2.0 * np.pi  # atan2(y, x)
+        phi = (0.5 - u) * 2.0 * np.pi  # atan2(y, x)
         theta = (0.5 - v) * np.pi  # elevation, top row first
         gp, gt = np.meshgrid(phi, theta)
         dirs = np.stack([np.cos(gt) * np.cos(gp), np.cos(gt) * np.sin(gp), np.sin(gt)], axis=-1)
