@@ -60,21 +60,15 @@ def keys(tmp_path):
     }
 
 
-def test_curve_server_answers_allowed_clients_only(tmp_path, keys):
-    port = free_port()
-    config = ServerConfig(bind=f"tcp://0.0.0.0:{port}", jobs_dir=tmp_path / "jobs", curve_secret_key=keys["server_secret"], curve_clients_dir=keys["allowed"])
-    server = Server(config)
-    server.start_in_thread()
-    address = f"tcp://127.0.0.1:{port}"
-    try:
-        with Client(address, keys=keys["alice"], timeout_s=10) as alice:
-            assert alice.hello().server_version
-        for intruder in (Client(address, keys=keys["mallory"], timeout_s=1.5), Client(address, timeout_s=1.5)):
-            with intruder, pytest.raises(ProtocolError) as err:
-                intruder.hello()
-            assert err.value.code == TIMEOUT  # nothing at all comes back
-    finally:
-        server.stop()
+def test_curve_server_answers_allowed_clients_only(serve_process, keys):
+    # A real `serve` process with CURVE on (in its own process, as users run it).
+    backend = serve_process("--curve-secret", str(keys["server_secret"]), "--curve-clients", str(keys["allowed"]))
+    with Client(backend.address, keys=keys["alice"], timeout_s=10) as alice:
+        assert alice.hello().server_version
+    for intruder in (Client(backend.address, keys=keys["mallory"], timeout_s=1.5), Client(backend.address, timeout_s=1.5)):
+        with intruder, pytest.raises(ProtocolError) as err:
+            intruder.hello()
+        assert err.value.code == TIMEOUT  # nothing at all comes back
 
 
 def test_half_configured_curve_is_refused(tmp_path, keys):
