@@ -1,7 +1,10 @@
-"""The reconstruction: visual hull -> mesh -> light fit -> UV unwrap -> de-lit texture -> GLB.
+"""The reconstruction: visual hull -> photo-consistency carving -> mesh -> light fit ->
+UV unwrap -> de-lit texture -> GLB.
 
-Stages, reported through ``progress`` under these names: ``carve``, ``mesh``, ``refine``,
-``uv``, ``texture``, ``export``.
+Stages, reported through ``progress`` under these names: ``carve``, ``photo``, ``mesh``,
+``refine``, ``uv``, ``texture``, ``export``. ``photo`` (``photo.py``) carves out of the
+visual hull the concavities the views' colours reveal; with ``photo_carving`` off the
+geometry is the visual hull.
 
 With ``light_model`` (the default) the ``refine`` stage fits a 24-SG light jointly with a
 per-vertex albedo by differentiable rendering (``refine.py``); the texture is then the
@@ -26,14 +29,15 @@ from .carve import Silhouettes, carve
 from .export import export_glb
 from .light import SGLight, benchmark_view
 from .mesh import decimate, extract_surface, largest_component, taubin_smooth, vertex_normals
-from .refine import RefineOptions, linear_to_srgb, refine, srgb_to_linear
+from .photo import PhotoOptions, photo_carve
+from .refine import RefineOptions, linear_to_srgb, refine, resolve_device, srgb_to_linear
 from .texture import bake, fill_texture, texel_surface
 from .transforms import load_transforms
 from .uv import unwrap
 
 __all__ = ["ReconstructionOptions", "ReconstructionResult", "load_transforms", "reconstruct"]
 
-STAGES = ("carve", "mesh", "refine", "uv", "texture", "export")
+STAGES = ("carve", "photo", "mesh", "refine", "uv", "texture", "export")
 #: Shading below this share of the median is treated as this share when de-lighting:
 #: texels the light barely reaches would otherwise take a huge, noisy albedo.
 _MIN_SHADING = 0.15
@@ -48,6 +52,7 @@ class ReconstructionOptions:
     max_faces: int = 50_000
     grid_resolution: int = 128  # voxels along the longest side of the carving volume
     alpha_threshold: int = 127  # mask = alpha above this
+    photo_carving: bool = True  # carve concavities the views' colours reveal out of the hull
     field_smoothing: float = 0.5  # Gaussian sigma (voxels) on the hull field before marching cubes
     smoothing_iterations: int = 10  # Taubin iterations on the marching-cubes mesh
     uv_padding: int = 4  # texels between charts in the atlas
@@ -123,6 +128,18 @@ def reconstruct(
     with stage("carve"):
         silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
         grid = carve(silhouettes, options.grid_resolution, lambda f: progress("carve", f))
+
+    with stage("photo"):
+        if options.photo_carving:
+            grid = photo_carve(
+                grid,
+                images,
+                c2w,
+                camera_angle_x,
+                PhotoOptions(alpha_threshold=options.alpha_threshold),
+                device=resolve_device(options.device),
+                on_progress=lambda f: progress("photo", f),
+            ).grid
 
     with stage("mesh"):
         vertices, faces = extract_surface(grid, options.field_smoothing)

@@ -3,7 +3,8 @@
 An asymmetric object (a box with a sphere sticking out of its top corner), one flat colour
 per box side and per sphere hemisphere, rendered unlit by the CPU rasteriser into an orbit
 of views laid out like SV3D's (the project's camera conventions, relative azimuths from
-the reference front view).
+the reference front view). And a concave one: an open cup painted in small random
+colour cells (``textured_cup``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import trimesh
+from skimage.measure import marching_cubes
 
 from blend123.protocol.camera import (
     DEFAULT_FOV_DEG,
@@ -36,6 +38,9 @@ BOX_COLOURS = np.array(
 )
 SPHERE_TOP_COLOUR = np.array([240, 240, 240], dtype=np.uint8)
 SPHERE_BOTTOM_COLOUR = np.array([140, 40, 160], dtype=np.uint8)
+#: The cup's outer box (low, high corners) and its wall thickness.
+CUP_OUTER = (np.array([-0.25, -0.25, -0.2]), np.array([0.25, 0.25, 0.2]))
+CUP_WALL = 0.06
 #: Background RGB under alpha 0: loud, so any leak into a baked texture shows.
 BACKGROUND = np.array([255, 0, 255], dtype=np.uint8)
 
@@ -77,6 +82,38 @@ def box_and_sphere() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     vertices = np.concatenate([box.vertices, sphere.vertices])
     faces = np.concatenate([box.faces, sphere.faces + len(box.vertices)])
     return vertices, faces, np.concatenate([box_colours, sphere_colours]).astype(np.uint8)
+
+
+def textured_cup(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vertices, faces, face colours) of an open square cup painted in random colour cells.
+
+    Its inside is a concavity: the visual hull fills it, only the colours show it. Walls
+    and floor are ``CUP_WALL`` thick; the cells are small, so every patch has texture.
+    """
+    lo, hi = CUP_OUTER
+    spacing = 0.01
+    axes = [np.arange(lo[d] - 2 * spacing, hi[d] + 3 * spacing, spacing) for d in range(3)]
+    gx, gy, gz = np.meshgrid(*axes, indexing="ij")
+
+    def inside_box(box_lo: np.ndarray, box_hi: np.ndarray) -> np.ndarray:
+        # Signed distance (positive inside) of an axis-aligned box, up to the corners.
+        return np.minimum.reduce([gx - box_lo[0], box_hi[0] - gx, gy - box_lo[1], box_hi[1] - gy, gz - box_lo[2], box_hi[2] - gz])
+
+    field = np.minimum(inside_box(lo, hi), -inside_box(*cup_cavity()))
+    verts, faces, _, _ = marching_cubes(field, level=0.0, spacing=(spacing,) * 3)
+    verts = verts + np.array([a[0] for a in axes])
+    faces = faces[:, ::-1]  # skimage winds them inward for a positive-inside field
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(20, 236, size=(512, 3)).astype(np.uint8)
+    cell = np.floor(verts[faces].mean(1) / 0.05).astype(np.int64)
+    index = (cell[:, 0] * 73856093 ^ cell[:, 1] * 19349663 ^ cell[:, 2] * 83492791) % len(palette)
+    return verts, faces, palette[index]
+
+
+def cup_cavity() -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) corners of the cup's open inside (reaching past the rim)."""
+    lo, hi = CUP_OUTER
+    return lo + CUP_WALL, np.array([hi[0] - CUP_WALL, hi[1] - CUP_WALL, hi[2] + 0.1])
 
 
 def orbit_cameras(

@@ -1,0 +1,300 @@
+"""Photo-consistency carving: find the concavities that masks cannot see.
+
+The visual hull fills the inside of a bowl or a mug, and a ring's hole seen at a slant,
+because silhouettes only bound a subject from outside. Colour sees them: a point of the
+hull that is really on the surface shows the same colour to every camera that sees it
+(the views are of a diffuse subject under fixed light), while a point on the hull's
+"lid" over a bowl projects onto different parts of the inside in different views.
+
+For every view, rays through the subject mask are walked one voxel at a time through the
+hull. Each step's point carries a small patch parallel to the view's image plane; the
+patch is projected into the nearest other views and compared with the view's own pixels,
+and the cost is the mean of the best half of those differences, so cameras that do not
+see the point (occlusion) do not count against it. The ray's surface is its best-matching
+step, unless the hull's entry point matches almost as well (flat colour matches at every
+depth, and there the hull is the safe guess). Steps in front of the surface vote the
+voxel they fall in free, the surface step votes its voxel solid; a voxel is carved when
+rays of at least ``views`` views found it free and more rays found it free than found it
+surface, so a chance match behind the true surface is outvoted where the other rays agree
+on it.
+Points the hull already has right match at entry and carve nothing, so convex parts keep
+the hull's sub-voxel silhouette surface.
+
+The result is the hull field lowered where space was carved:
+``min(hull field, signed distance to the free space + margin)``, in world units.
+Runs with torch on the CPU or CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from blend123.protocol.camera import focal_px, pixel_rays
+
+from .carve import HullGrid
+
+
+#: Rays per batch: bounds the memory of the (rays x steps x patch pixels) cost tensors.
+_RAY_CHUNK = 2048
+
+
+@dataclass
+class PhotoOptions:
+    neighbours: int = 6  # other views each ray's points are compared in
+    max_angle_deg: float = 75.0  # between viewing directions of a view and its neighbours
+    max_cost: float = 0.1  # a ray whose best match differs more than this (0..1 colour) tells nothing
+    entry_tolerance: float = 0.02  # keep the hull's entry point when it matches within this of the best
+    surface_weight: float = 1.0  # a voxel is carved only with more free votes than this times its surface votes
+    ray_stride: int = 0  # every n-th pixel along each image axis casts a ray (0: width / 128)
+    blur_px: float = 1.0  # Gaussian on the views before comparing (resampling noise)
+    patch_radius: int = 1  # patches of (2r + 1)^2 pixels are compared
+    views: int = 2  # views whose rays must find a voxel free to carve it
+    vote_stride: int = 2  # the vote grid's voxel is this many hull-grid voxels wide
+    margin_voxels: float = 0.5  # carving shallower than this is ignored (vote-grid voxels)
+    alpha_threshold: int = 127
+
+
+@dataclass
+class PhotoResult:
+    grid: HullGrid  # the hull grid with the free space carved out of its field
+    free: np.ndarray  # bool on the vote grid (every ``vote_stride``-th hull voxel): free space
+    depth: list[np.ndarray]  # per view (H, W): surface distance along each ray, NaN where none
+
+
+def photo_carve(
+    hull: HullGrid,
+    images: np.ndarray,
+    c2w: np.ndarray,
+    camera_angle_x: float,
+    options: PhotoOptions = PhotoOptions(),
+    device: torch.device | str = "cpu",
+    on_progress: Callable[[float], None] = lambda fraction: None,
+) -> PhotoResult:
+    """Carve out of ``hull`` the space the views' colours show to be empty.
+
+    ``images`` (N, H, W, 4) uint8 RGBA with alpha as the subject mask, ``c2w`` (N, 4, 4).
+    ``on_progress`` gets the fraction done after each view; it may raise to cancel.
+    """
+    device = torch.device(device)
+    count, height, width = images.shape[:3]
+    colours = _prepared_colours(images, options.blur_px, options.alpha_threshold).to(device)
+    field = torch.as_tensor(hull.field, dtype=torch.float32, device=device)[None, None]
+    origin = torch.as_tensor(hull.origin, dtype=torch.float32, device=device)
+    shape = torch.tensor(hull.field.shape, device=device)
+    w2c = torch.as_tensor(np.linalg.inv(c2w), dtype=torch.float32, device=device)
+    focal = focal_px(camera_angle_x, width)
+    # Votes go to a grid ``vote_stride`` times coarser than the hull's, so the rays (a
+    # couple of pixels apart) leave no gaps in the free space they find.
+    vote_spacing = hull.spacing * options.vote_stride
+    vote_shape = (shape - 1) // options.vote_stride + 1
+    free_votes = torch.zeros(int(vote_shape.prod()), dtype=torch.int32, device=device)
+    surface_votes = torch.zeros_like(free_votes)
+    free_views = torch.zeros_like(free_votes)  # how many views found each voxel free
+    depths = []
+    for i in range(count):
+        neighbours = _neighbours(c2w, i, options.neighbours, options.max_angle_deg)
+        pick = np.zeros((height, width), dtype=bool)
+        stride = options.ray_stride or max(1, round(width / 128))
+        pick[::stride, ::stride] = images[i, ::stride, ::stride, 3] > options.alpha_threshold
+        depth = np.full((height, width), np.nan, dtype=np.float32)
+        if pick.any() and neighbours:
+            o, d = pixel_rays(c2w[i], camera_angle_x, width, height)
+            view = _View(colours[i], colours[neighbours], w2c[neighbours], c2w[i], focal, options.patch_radius)
+            pixels = np.argwhere(pick)
+            found = []
+            view_free = torch.zeros_like(free_votes)
+            for start in range(0, len(pixels), _RAY_CHUNK):
+                yx = pixels[start : start + _RAY_CHUNK]
+                rays_o = torch.as_tensor(o[yx[:, 0], yx[:, 1]], dtype=torch.float32, device=device)
+                rays_d = torch.as_tensor(d[yx[:, 0], yx[:, 1]], dtype=torch.float32, device=device)
+                t, inside = _march(field, origin, hull.spacing, shape, rays_o, rays_d)
+                points = rays_o[:, None] + t[..., None] * rays_d[:, None]
+                cost = view.cost(torch.as_tensor(yx, device=device), points, t, rays_d, inside)
+                surface = _surface_step(cost, inside, options)
+                hit = surface >= 0
+                found.append(torch.where(hit, t.gather(1, surface.clamp(min=0)[:, None])[:, 0], torch.nan))
+                # Free: inside the hull and in front of the surface found along the ray.
+                step = torch.arange(t.shape[1], device=device)[None]
+                _vote(view_free, points[inside & hit[:, None] & (step < surface[:, None])], origin, vote_spacing, vote_shape)
+                _vote(surface_votes, points[hit[:, None] & (step == surface[:, None])], origin, vote_spacing, vote_shape)
+            depth[pick] = torch.cat(found).cpu().numpy()
+            free_votes += view_free
+            free_views += (view_free > 0).to(free_views.dtype)
+        depths.append(depth)
+        on_progress((i + 1) / count)
+    free = _decide_free(free_votes, surface_votes, free_views, tuple(vote_shape.tolist()), options)
+    field_np = _carved_field(hull, free, options.vote_stride, options.margin_voxels)
+    return PhotoResult(HullGrid(hull.origin, hull.spacing, field_np), free, depths)
+
+
+def _prepared_colours(images: np.ndarray, blur_px: float, alpha_threshold: int) -> torch.Tensor:
+    """(N, 4, H, W): colours in [0, 1] lightly blurred (so resampling matches), then the mask.
+
+    The mask channel lets comparisons skip pixels of the background, whose colour under
+    alpha 0 means nothing.
+    """
+    rgb = images[..., :3].astype(np.float32) / 255.0
+    mask = (images[..., 3:] > alpha_threshold).astype(np.float32)
+    if blur_px > 0:
+        # Normalised convolution: the blur averages subject pixels only, so the background
+        # does not bleed into the subject's edges.
+        sigma = (0, blur_px, blur_px, 0)
+        weight = ndimage.gaussian_filter(mask, sigma)
+        rgb = np.where(weight > 1e-3, ndimage.gaussian_filter(rgb * mask, sigma) / np.maximum(weight, 1e-3), rgb)
+    return torch.as_tensor(np.concatenate([rgb, mask], -1)).permute(0, 3, 1, 2).contiguous()
+
+
+def _neighbours(c2w: np.ndarray, i: int, k: int, max_angle_deg: float) -> list[int]:
+    """Up to ``k`` other views with the closest viewing directions, within the angle."""
+    forward = -c2w[:, :3, 2] / np.linalg.norm(c2w[:, :3, 2], axis=1, keepdims=True)
+    cosine = forward @ forward[i]
+    order = [j for j in np.argsort(-cosine) if j != i and cosine[j] >= math.cos(math.radians(max_angle_deg))]
+    return [int(j) for j in order[:k]]
+
+
+def _march(
+    field: torch.Tensor, origin: torch.Tensor, spacing: float, shape: torch.Tensor, rays_o: torch.Tensor, rays_d: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps one voxel apart through the grid's box: distances (R, S) and inside-hull flags."""
+    lo = origin - 0.5 * spacing
+    hi = lo + spacing * shape.to(rays_o.dtype)
+    inv = 1.0 / torch.where(rays_d.abs() < 1e-12, torch.full_like(rays_d, 1e-12), rays_d)
+    t0, t1 = (lo - rays_o) * inv, (hi - rays_o) * inv
+    near = torch.minimum(t0, t1).amax(-1).clamp(min=0.0)
+    far = torch.maximum(t0, t1).amin(-1)
+    samples = int(math.ceil(float((far - near).max()) / spacing)) + 1
+    t = near[:, None] + (torch.arange(samples, device=rays_o.device) + 0.5) * spacing
+    points = rays_o[:, None] + t[..., None] * rays_d[:, None]
+    size = (shape - 1).to(points.dtype)
+    unit = ((points - origin) / spacing / size * 2.0 - 1.0).flip(-1)  # grid_sample reads (z, y, x)
+    value = F.grid_sample(field, unit.view(1, 1, 1, -1, 3), align_corners=True, padding_mode="border")
+    inside = (value.view(t.shape) > 0) & (t < far[:, None])
+    return t, inside
+
+
+class _View:
+    """One reference view and its neighbours: patch colour costs of points on its rays."""
+
+    def __init__(
+        self,
+        colours: torch.Tensor,
+        neighbour_colours: torch.Tensor,
+        neighbour_w2c: torch.Tensor,
+        c2w: np.ndarray,
+        focal: float,
+        patch_radius: int,
+    ) -> None:
+        device = colours.device
+        steps = torch.arange(-patch_radius, patch_radius + 1, device=device)
+        dv, du = torch.meshgrid(steps, steps, indexing="ij")
+        self.du, self.dv = du.reshape(-1), dv.reshape(-1)
+        pose = torch.as_tensor(c2w[:3, :3], dtype=torch.float32, device=device)
+        # 3D offset of each patch pixel per unit depth, parallel to this view's image plane.
+        self.basis = (self.du[:, None] * pose[:, 0] - self.dv[:, None] * pose[:, 1]) / focal  # (P, 3)
+        self.forward = -pose[:, 2]
+        self.colours, self.neighbour_colours, self.neighbour_w2c = colours, neighbour_colours, neighbour_w2c
+        self.focal = focal
+
+    def cost(
+        self, yx: torch.Tensor, points: torch.Tensor, t: torch.Tensor, dirs: torch.Tensor, inside: torch.Tensor
+    ) -> torch.Tensor:
+        """(R, S) patch colour difference over the best half of the neighbours (inf outside).
+
+        ``yx`` (R, 2) are the rays' pixels, ``points`` (R, S, 3) their steps at distances
+        ``t`` along ``dirs``; only steps ``inside`` the hull are compared.
+        """
+        cost = torch.full(inside.shape, torch.inf, device=points.device)
+        sel = inside.nonzero(as_tuple=True)
+        if not len(sel[0]):
+            return cost
+        height, width = self.colours.shape[1:]
+        y = (yx[:, 0, None] + self.dv).clamp(0, height - 1)
+        x = (yx[:, 1, None] + self.du).clamp(0, width - 1)
+        own = self.colours[:, y, x].permute(1, 2, 0)[sel[0]]  # (M, P, 4)
+        z = t[sel] * (dirs[sel[0]] @ self.forward)  # depth along this view's optical axis
+        patch = points[sel][:, None] + z[:, None, None] * self.basis  # (M, P, 3)
+        diffs = []
+        for image, pose in zip(self.neighbour_colours, self.neighbour_w2c):
+            cam = patch @ pose[:3, :3].T + pose[:3, 3]
+            depth = -cam[..., 2]
+            px = 0.5 * width + self.focal * cam[..., 0] / depth
+            py = 0.5 * height - self.focal * cam[..., 1] / depth
+            grid = torch.stack([px / width * 2 - 1, py / height * 2 - 1], -1)  # align_corners=False
+            sampled = F.grid_sample(image[None], grid.view(1, 1, -1, 2), align_corners=False, padding_mode="border")
+            sampled = sampled.view(4, *patch.shape[:2]).permute(1, 2, 0)
+            # Only patch pixels on the subject in both views count; a patch mostly off it
+            # (near a silhouette) says nothing about this point.
+            weight = own[..., 3] * sampled[..., 3]
+            diff = (sampled[..., :3] - own[..., :3]).abs().mean(-1)
+            diff = (weight * diff).sum(1) / weight.sum(1).clamp(min=1e-6)
+            usable = (depth > 0).all(1) & (weight.mean(1) > 0.5)
+            diffs.append(torch.where(usable, diff, torch.inf))
+        ranked = torch.stack(diffs, -1).sort(-1).values
+        # inf (no usable neighbour among the best half) marks the step as telling nothing.
+        cost[sel] = ranked[..., : max(1, (ranked.shape[-1] + 1) // 2)].mean(-1)
+        return cost
+
+
+def _surface_step(cost: torch.Tensor, inside: torch.Tensor, options: PhotoOptions) -> torch.Tensor:
+    """Index of the step each ray's surface is at, -1 where the ray tells nothing.
+
+    The best-matching step along the ray wins, unless the hull's own entry point matches
+    almost as well: in flat colour every depth matches, and the hull is the safe guess.
+    """
+    cost = torch.where(inside, cost, torch.inf)
+    best, at = cost.min(1)
+    entry = inside.to(torch.int8).argmax(1)
+    entry_cost = cost.gather(1, entry[:, None])[:, 0]
+    step = torch.where(entry_cost <= best + options.entry_tolerance, entry, at)
+    return torch.where(best < options.max_cost, step, torch.full_like(step, -1))
+
+
+def _vote(votes: torch.Tensor, points: torch.Tensor, origin: torch.Tensor, spacing: float, shape: torch.Tensor) -> None:
+    ijk = torch.round((points - origin) / spacing).long()
+    keep = ((ijk >= 0) & (ijk < shape)).all(-1)
+    ijk = ijk[keep]
+    flat = (ijk[:, 0] * shape[1] + ijk[:, 1]) * shape[2] + ijk[:, 2]
+    votes.index_add_(0, flat, torch.ones_like(flat, dtype=votes.dtype))
+
+
+def _decide_free(
+    free_votes: torch.Tensor,
+    surface_votes: torch.Tensor,
+    free_views: torch.Tensor,
+    shape: tuple[int, int, int],
+    options: PhotoOptions,
+) -> np.ndarray:
+    """Voxels rays of at least ``views`` views found free, more rays than found it surface.
+
+    A ray whose best match lies too deep (a chance match behind the true surface) is
+    outvoted where it crosses that surface, which the other rays agree on.
+    """
+    free = free_votes.view(shape).float()
+    surface = surface_votes.view(shape).float()
+    views = free_views.view(shape)
+    return ((views >= options.views) & (free > options.surface_weight * surface)).cpu().numpy()
+
+
+def _carved_field(hull: HullGrid, free: np.ndarray, stride: int, margin_voxels: float) -> np.ndarray:
+    """``min(hull field, signed distance to the free space + margin)``, world units.
+
+    ``free`` is on the vote grid (every ``stride``-th hull voxel). The margin (vote
+    voxels) moves the carved surface into the free space, so a free layer thinner than it
+    (noise in front of a surface the hull already has right) carves nothing.
+    """
+    if not free.any():
+        return hull.field
+    outside = ndimage.distance_transform_edt(~free) - 0.5
+    inside = ndimage.distance_transform_edt(free) - 0.5
+    carved = (np.where(free, -inside, outside) + margin_voxels) * (hull.spacing * stride)
+    axes = [np.arange(n) / stride for n in hull.field.shape]
+    coords = np.stack(np.meshgrid(*axes, indexing="ij"))
+    carved = ndimage.map_coordinates(carved.astype(np.float32), coords, order=1, mode="nearest")
+    return np.minimum(hull.field, carved)

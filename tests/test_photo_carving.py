@@ -1,0 +1,124 @@
+"""Photo-consistency carving: the inside of a textured cup, which no mask shows, is found
+from colour; flat-coloured convex parts are left as the visual hull has them."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+from .recon_fixtures import scene
+
+from blend123.backend.progress import JobCancelled
+from blend123.backend.reconstruction import synthetic
+from blend123.backend.reconstruction.carve import HullGrid, Silhouettes, carve
+from blend123.backend.reconstruction.photo import PhotoOptions, photo_carve
+
+SIZE = 128
+RESOLUTION = 80
+
+
+@functools.lru_cache(maxsize=None)
+def cup_views() -> tuple[np.ndarray, np.ndarray, float]:
+    """A 21-view orbit of the cup, cycling through 15, 40 and 65 degrees up, so its inside shows."""
+    vertices, faces, colours = synthetic.textured_cup()
+    c2w = synthetic.orbit_cameras(elevations_deg=(15.0, 40.0, 65.0))
+    angle = math.radians(40.0)
+    images = np.stack([synthetic.render(vertices, faces, colours, m, angle, SIZE) for m in c2w])
+    return images, c2w, angle
+
+
+@functools.lru_cache(maxsize=None)
+def cup_hull() -> HullGrid:
+    images, c2w, angle = cup_views()
+    return carve(Silhouettes.from_masks(images[..., 3] > 127, c2w, angle), RESOLUTION)
+
+
+def grid_points(grid: HullGrid) -> np.ndarray:
+    axes = [grid.origin[d] + grid.spacing * np.arange(n) for d, n in enumerate(grid.field.shape)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), -1)
+
+
+def cup_truth(points: np.ndarray) -> np.ndarray:
+    lo, hi = synthetic.CUP_OUTER
+    cavity_lo, cavity_hi = synthetic.cup_cavity()
+    in_outer = np.all((points > lo) & (points < hi), -1)
+    in_cavity = np.all((points > cavity_lo) & (points < cavity_hi), -1)
+    return in_outer & ~in_cavity
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def field_at(grid: HullGrid, point) -> float:
+    index = np.round((np.asarray(point) - grid.origin) / grid.spacing).astype(int)
+    return float(grid.field[tuple(index)])
+
+
+def test_the_hull_fills_the_cup_and_colour_empties_it():
+    images, c2w, angle = cup_views()
+    hull = cup_hull()
+    result = photo_carve(hull, images, c2w, angle)
+    truth = cup_truth(grid_points(hull))
+    before, after = iou(hull.field > 0, truth), iou(result.grid.field > 0, truth)
+    # The hull holds the whole cavity as matter; carving gives most of it back.
+    assert before < 0.55, before
+    assert after > before + 0.2 and after > 0.65, (before, after)
+    inside = (0.0, 0.0, 0.05)  # middle of the cavity
+    assert field_at(hull, inside) > 0 > field_at(result.grid, inside)
+    for solid in [(0.22, 0.0, 0.0), (-0.22, 0.1, 0.1), (0.0, 0.0, -0.17)]:  # walls and floor
+        assert field_at(result.grid, solid) > 0, solid
+    # Carving only removes: the result never has matter the hull did not.
+    assert np.all(result.grid.field <= hull.field)
+
+
+def test_depth_maps_find_the_inside_floor():
+    images, c2w, angle = cup_views()
+    result = photo_carve(cup_hull(), images, c2w, angle)
+    high = 2  # 65 degrees up: the floor in view
+    depth = result.depth[high]
+    assert depth.shape == images.shape[1:3]
+    h, w = depth.shape
+    centre = depth[h // 2 - 2 : h // 2 + 3, w // 2 - 2 : w // 2 + 3]
+    found = centre[np.isfinite(centre)]
+    assert len(found) > 0
+    floor_top = synthetic.CUP_OUTER[0][2] + synthetic.CUP_WALL
+    camera = c2w[high][:3, 3]
+    # The centre ray meets the floor (z = floor_top) near the cup's axis.
+    ray = -c2w[high][:3, 2]
+    expected = (floor_top - camera[2]) / ray[2]
+    assert abs(float(np.median(found)) - expected) < 0.05, (np.median(found), expected)
+
+
+def test_a_flat_coloured_convex_object_keeps_its_hull():
+    s = scene()
+    hull = carve(Silhouettes.from_masks(s.images[..., 3] > 127, s.c2w, s.camera_angle_x), RESOLUTION)
+    result = photo_carve(hull, s.images, s.c2w, s.camera_angle_x)
+    kept = (result.grid.field > 0).sum() / (hull.field > 0).sum()
+    assert kept > 0.98, kept
+
+
+def test_progress_per_view_and_cancel():
+    images, c2w, angle = cup_views()
+    seen: list[float] = []
+    photo_carve(cup_hull(), images[:6], c2w[:6], angle, on_progress=seen.append)
+    assert seen == pytest.approx([(i + 1) / 6 for i in range(6)])
+
+    def cancel(fraction: float) -> None:
+        if fraction > 0.3:
+            raise JobCancelled()
+
+    with pytest.raises(JobCancelled):
+        photo_carve(cup_hull(), images, c2w, angle, on_progress=cancel)
+
+
+def test_views_without_neighbours_carve_nothing():
+    images, c2w, angle = cup_views()
+    hull = cup_hull()
+    # Two cameras facing each other: no neighbour within the angle limit.
+    pair = [0, 10]
+    result = photo_carve(hull, images[pair], c2w[pair], angle, PhotoOptions(max_angle_deg=30.0))
+    np.testing.assert_array_equal(result.grid.field, hull.field)
+    assert all(np.isnan(d).all() for d in result.depth)
