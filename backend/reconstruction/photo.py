@@ -9,8 +9,8 @@ hull that is really on the surface shows the same colour to every camera that se
 For every view, rays through the subject mask are walked one voxel at a time through the
 hull. Each step's point carries a small patch parallel to the view's image plane; the
 patch is projected into the nearest other views and compared with the view's own pixels,
-and the cost is the mean of the best half of those differences, so cameras that do not
-see the point (occlusion) do not count against it. The ray's surface is its best-matching
+and the cost is the mean of the ``matches`` smallest of those differences, so cameras that
+do not see the point (occlusion) do not count against it. The ray's surface is its best-matching
 step, unless the hull's entry point matches almost as well (flat colour matches at every
 depth, and there the hull is the safe guess). Steps in front of the surface vote the
 voxel they fall in free, the surface step votes its voxel solid; a voxel is carved when
@@ -48,6 +48,7 @@ _RAY_CHUNK = 2048
 @dataclass
 class PhotoOptions:
     neighbours: int = 6  # other views each ray's points are compared in
+    matches: int = 3  # the cost averages this many best-agreeing neighbours (the rest may not see the point)
     max_angle_deg: float = 75.0  # between viewing directions of a view and its neighbours
     max_cost: float = 0.1  # a ray whose best match differs more than this (0..1 colour) tells nothing
     entry_tolerance: float = 0.02  # keep the hull's entry point when it matches within this of the best
@@ -106,7 +107,7 @@ def photo_carve(
         depth = np.full((height, width), np.nan, dtype=np.float32)
         if pick.any() and neighbours:
             o, d = pixel_rays(c2w[i], camera_angle_x, width, height)
-            view = _View(colours[i], colours[neighbours], w2c[neighbours], c2w[i], focal, options.patch_radius)
+            view = _View(colours[i], colours[neighbours], w2c[neighbours], c2w[i], focal, options.patch_radius, options.matches)
             pixels = np.argwhere(pick)
             found = []
             view_free = torch.zeros_like(free_votes)
@@ -190,8 +191,10 @@ class _View:
         c2w: np.ndarray,
         focal: float,
         patch_radius: int,
+        matches: int,
     ) -> None:
         device = colours.device
+        self.matches = max(1, min(matches, len(neighbour_colours)))
         steps = torch.arange(-patch_radius, patch_radius + 1, device=device)
         dv, du = torch.meshgrid(steps, steps, indexing="ij")
         self.du, self.dv = du.reshape(-1), dv.reshape(-1)
@@ -205,7 +208,7 @@ class _View:
     def cost(
         self, yx: torch.Tensor, points: torch.Tensor, t: torch.Tensor, dirs: torch.Tensor, inside: torch.Tensor
     ) -> torch.Tensor:
-        """(R, S) patch colour difference over the best half of the neighbours (inf outside).
+        """(R, S) patch colour difference over the best-agreeing neighbours (inf outside).
 
         ``yx`` (R, 2) are the rays' pixels, ``points`` (R, S, 3) their steps at distances
         ``t`` along ``dirs``; only steps ``inside`` the hull are compared.
@@ -238,7 +241,7 @@ class _View:
             diffs.append(torch.where(usable, diff, torch.inf))
         ranked = torch.stack(diffs, -1).sort(-1).values
         # inf (no usable neighbour among the best half) marks the step as telling nothing.
-        cost[sel] = ranked[..., : max(1, (ranked.shape[-1] + 1) // 2)].mean(-1)
+        cost[sel] = ranked[..., : self.matches].mean(-1)
         return cost
 
 
