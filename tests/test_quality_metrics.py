@@ -299,10 +299,8 @@ def test_light_model_comparison_runs_the_pipeline_twice(monkeypatch):
     assert "n/a" not in table.splitlines()[-1]
 
 
-def test_without_a_light_model_the_comparison_is_not_applicable():
-    options = bench_quality.make_options("full", {})
-    if bench_quality.has_light_model(options):
-        pytest.skip("the pipeline has a light model now")
+def test_without_a_baked_comparison_the_cut_is_not_applicable():
+    # The baseline pipeline, or --no-compare: no light-model-off run, so no cut to report.
     record = {
         "object": "x",
         "geometry": {"chamfer_l1": 0.01, "f1": 0.8, "f2": 0.9, "volume_iou": 0.7},
