@@ -8,10 +8,12 @@ import trimesh
 from blend123.backend.reconstruction.carve import HullGrid
 from blend123.backend.reconstruction.mesh import (
     decimate,
+    drop_coincident_faces,
     extract_surface,
     largest_component,
     signed_volume,
     taubin_smooth,
+    vertex_normals,
 )
 from blend123.backend.reconstruction.texture import texel_surface
 from blend123.backend.reconstruction.uv import unwrap
@@ -42,6 +44,21 @@ def test_largest_component_drops_floaters():
     kept_v, kept_f = largest_component(v, f)
     assert len(kept_f) == len(big.faces) and len(kept_v) == len(big.vertices)
     assert np.abs(kept_v).max() <= 1.0 + 1e-9
+
+
+def test_back_to_back_faces_are_dropped_and_every_normal_is_unit():
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    # A fin: one triangle on three sphere vertices and its reverse, the fold a decimated
+    # one-voxel sheet can leave.
+    fin = np.array([[0, 1, 50], [50, 1, 0]])
+    faces = np.concatenate([sphere.faces, fin])
+    v, f = drop_coincident_faces(sphere.vertices, faces)
+    assert len(f) == len(sphere.faces)
+    assert not (np.sort(f, 1)[:, None] == np.sort(fin, 1)[None]).all(-1).any()
+    # Alone, such a pair cancels at its vertices; the normal must still be unit length.
+    pair_v = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    normals = vertex_normals(pair_v, np.array([[0, 1, 2], [2, 1, 0]]))
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0)
 
 
 def test_taubin_smooths_noise_without_shrinking():

@@ -46,6 +46,19 @@ def largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarr
     return compact(vertices, faces[keep])
 
 
+def drop_coincident_faces(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove faces that share all three vertices with another face.
+
+    Decimating a sheet one voxel thin can fold it into back-to-back triangle pairs: they
+    enclose nothing, and their opposite normals cancel at the shared vertices.
+    """
+    _, inverse, counts = np.unique(np.sort(faces, axis=1), axis=0, return_inverse=True, return_counts=True)
+    keep = counts[inverse.reshape(-1)] == 1
+    if keep.all():
+        return vertices, faces
+    return compact(vertices, faces[keep])
+
+
 def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drop unreferenced vertices and faces that repeat a vertex."""
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 2] != faces[:, 0])]
@@ -89,4 +102,7 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     for k in range(3):
         np.add.at(normals, faces[:, k], face_n)
     length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return normals / np.where(length > 0, length, 1.0)
+    normals = normals / np.where(length > 0, length, 1.0)
+    # A vertex whose faces cancel out or have no area still needs a unit normal (glTF).
+    normals[length[:, 0] <= 0] = (0.0, 0.0, 1.0)
+    return normals

@@ -28,7 +28,7 @@ from ..progress import ProgressFn, no_progress
 from .carve import Silhouettes, carve
 from .export import export_glb
 from .light import SGLight, benchmark_view
-from .mesh import decimate, extract_surface, largest_component, taubin_smooth, vertex_normals
+from .mesh import decimate, drop_coincident_faces, extract_surface, largest_component, taubin_smooth, vertex_normals
 from .photo import PhotoOptions, photo_carve
 from .refine import RefineOptions, linear_to_srgb, refine, resolve_device, srgb_to_linear
 from .texture import bake, fill_texture, texel_surface
@@ -148,6 +148,7 @@ def reconstruct(
         vertices = taubin_smooth(vertices, faces, options.smoothing_iterations)
         progress("mesh", 0.6)
         vertices, faces = decimate(vertices, faces, options.max_faces)
+        vertices, faces = largest_component(*drop_coincident_faces(vertices, faces))
 
     light: SGLight | None = None
     with stage("refine"):
