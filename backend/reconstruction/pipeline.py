@@ -31,6 +31,7 @@ from .light import SGLight, benchmark_view
 from .mesh import decimate, drop_coincident_faces, extract_surface, largest_component, taubin_smooth, vertex_normals
 from .photo import PhotoOptions, photo_carve
 from .refine import RefineOptions, linear_to_srgb, refine, resolve_device, srgb_to_linear
+from .sds import SDSGuide
 from .texture import bake, fill_texture, texel_surface
 from .transforms import load_transforms
 from .uv import unwrap
@@ -61,6 +62,7 @@ class ReconstructionOptions:
     refine_steps: int = 500  # optimisation steps of the refine stage
     refine_samples: int = 16_384  # pixels sampled per step
     refine_offsets: float = 0.0  # learning rate of vertex offsets (0: geometry is the hull's)
+    sds_steps: int = 100  # last refine steps with masked SDS, when ``reconstruct`` gets a guide
     illum_weight: float = 0.5  # weight of L_illum = |V(I) - shading|^2
     albedo_tv_weight: float = 0.02  # total variation of the per-vertex albedo
     environment_width: int = 512  # of the equirectangular light image (height = width / 2)
@@ -79,6 +81,7 @@ class ReconstructionOptions:
             (self.refine_steps >= 0, "refine_steps must be >= 0"),
             (self.refine_samples >= 1, "refine_samples must be >= 1"),
             (self.refine_offsets >= 0, "refine_offsets must be >= 0"),
+            (0 <= self.sds_steps <= self.refine_steps, "sds_steps must be in [0, refine_steps]"),
             (self.illum_weight >= 0 and self.albedo_tv_weight >= 0, "loss weights must be >= 0"),
             (8 <= self.environment_width <= 8192, "environment_width must be in [8, 8192]"),
             (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "unknown device"),
@@ -111,8 +114,14 @@ def reconstruct(
     camera_angle_x: float,
     options: ReconstructionOptions = ReconstructionOptions(),
     progress: ProgressFn = no_progress,
+    guide: SDSGuide | None = None,
 ) -> ReconstructionResult:
-    """images (N, H, W, 4) uint8 RGBA (alpha = subject mask), c2w (N, 4, 4)."""
+    """images (N, H, W, 4) uint8 RGBA (alpha = subject mask), c2w (N, 4, 4).
+
+    ``guide`` (a loaded Zero123-class model and the reference view) turns on masked SDS in
+    the refine stage: surfaces no view saw get their albedo from the model instead of the
+    texture's fill from the nearest charts.
+    """
     images, c2w = _check_inputs(images, c2w, camera_angle_x)
     options.validate()
     seconds: dict[str, float] = {}
@@ -151,6 +160,7 @@ def reconstruct(
         vertices, faces = largest_component(*drop_coincident_faces(vertices, faces))
 
     light: SGLight | None = None
+    fit = None
     with stage("refine"):
         if options.light_model or options.refine_offsets > 0:
             refine_options = RefineOptions(
@@ -160,6 +170,7 @@ def reconstruct(
                 w_illum=options.illum_weight,
                 w_albedo_tv=options.albedo_tv_weight,
                 alpha_threshold=options.alpha_threshold,
+                sds_steps=options.sds_steps if guide is not None else 0,
             )
             try:
                 fit = refine(
@@ -171,6 +182,7 @@ def reconstruct(
                     refine_options,
                     device=options.device,
                     on_progress=lambda f: progress("refine", f),
+                    guide=guide,
                 )
             except FloatingPointError:
                 fit = None  # diverged: keep the hull's mesh and the views' own colour
@@ -184,6 +196,7 @@ def reconstruct(
 
     with stage("texture"):
         normals = vertex_normals(vertices, faces)[uv_mesh.source]
+        painted = guide is not None and fit is not None and light is not None
         surface = texel_surface(
             uv_mesh.vertices,
             uv_mesh.faces,
@@ -191,6 +204,7 @@ def reconstruct(
             normals,
             options.texture_size,
             on_progress=lambda fraction: progress("texture", 0.1 * fraction),
+            vertex_values=fit.albedo[uv_mesh.source] if painted else None,
         )
         rgb, weight = bake(
             surface,
@@ -201,6 +215,14 @@ def reconstruct(
             camera_angle_x,
             on_progress=lambda fraction: progress("texture", 0.1 + 0.85 * fraction),
         )
+        if painted:
+            # Texels no view saw: the SDS-painted albedo, lit as the views would show it,
+            # so that de-lighting below turns it back into albedo like every other texel.
+            unseen = weight <= 1e-3
+            with torch.no_grad():
+                shading = light.shading(torch.as_tensor(surface.normals[unseen], dtype=torch.float32)).numpy()
+            rgb[unseen] = linear_to_srgb(surface.values[unseen] * shading[:, None])
+            weight = np.where(unseen, 1.0, weight)
         if light is not None:
             rgb = _delight(rgb, surface.normals, light)
         texture = fill_texture(surface, rgb, weight > 1e-3, options.texture_size)

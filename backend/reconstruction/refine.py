@@ -29,10 +29,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from blend123.protocol.camera import focal_px
+from blend123.protocol.camera import SphericalPose, focal_px
 
 from .light import SGLight
 from .raster import rasterize
+from .sds import SDSGuide
 
 
 @dataclass
@@ -48,6 +49,9 @@ class RefineOptions:
     rerasterize_every: int = 50  # steps between visibility refreshes while vertices move
     alpha_threshold: int = 127
     seed: int = 0
+    sds_steps: int = 0  # last steps that add masked SDS on unseen surfaces (needs a guide)
+    w_sds: float = 0.01
+    sds_elevations: tuple[float, float] = (-60.0, 80.0)  # range of the SDS cameras' elevations
 
 
 @dataclass
@@ -55,6 +59,7 @@ class RefineResult:
     vertices: np.ndarray  # (V, 3) float64, refined (or the input when offsets are off)
     light: SGLight  # on the CPU
     albedo: np.ndarray  # (V, 3) float32 per-vertex albedo, linear light
+    seen: np.ndarray  # (V,) bool: vertices of faces some input view sees
     losses: list[float] = field(default_factory=list)  # total loss per step
 
 
@@ -161,8 +166,13 @@ def refine(
     options: RefineOptions = RefineOptions(),
     device: str = "auto",
     on_progress: Callable[[float], None] = lambda fraction: None,
+    guide: SDSGuide | None = None,
 ) -> RefineResult:
-    """Fit light, per-vertex albedo and (with ``lr_offsets > 0``) vertex offsets to the views."""
+    """Fit light, per-vertex albedo and (with ``lr_offsets > 0``) vertex offsets to the views.
+
+    With a ``guide`` and ``options.sds_steps``, the last steps also add masked SDS
+    (``sds.py``) on the albedo of surfaces no input view sees.
+    """
     dev = resolve_device(device)
     gen = torch.Generator(device="cpu").manual_seed(options.seed)
     n_views, height, width = images.shape[:3]
@@ -178,6 +188,10 @@ def refine(
     if len(pixels.view) == 0:
         raise ValueError("no view sees the mesh inside its mask")
     value = pixels.rgb.max(1).values  # V(I), linear
+    seen = torch.zeros(len(vertices), dtype=torch.bool, device=dev)
+    seen[faces_t[torch.unique(pixels.face)].reshape(-1)] = True
+    sds_gen = torch.Generator(device="cpu").manual_seed(options.seed + 1)  # apart from the pixel sampling
+    radius = float(np.linalg.norm(c2w[:, :3, 3], axis=1).mean())
 
     light = SGLight(amplitude=float(value.mean()) * 2.0).to(dev)
     raw_albedo = torch.zeros(len(vertices), 3, device=dev, requires_grad=True)  # sigmoid -> 0.5
@@ -213,6 +227,11 @@ def refine(
         illum = ((value[idx] - shading) ** 2).mean()
         tv = (albedo_v[edges[:, 0]] - albedo_v[edges[:, 1]]).abs().sum(1).mean()
         loss = photo + options.w_illum * illum + options.w_albedo_tv * tv
+        if guide is not None and step >= options.steps - options.sds_steps:
+            pose = _sds_camera(options.sds_elevations, radius, sds_gen)
+            sds = _masked_sds(guide, pose, verts, faces_t, albedo_v, light, seen, camera_angle_x, sds_gen)
+            if sds is not None:
+                loss = loss + options.w_sds * sds
         if move:
             neighbour_sum = torch.zeros_like(offsets).index_add(0, edges[:, 0], offsets[edges[:, 1]])
             neighbour_sum = neighbour_sum.index_add(0, edges[:, 1], offsets[edges[:, 0]])
@@ -230,6 +249,63 @@ def refine(
         vertices=final.cpu().double().numpy(),
         light=light.cpu(),
         albedo=torch.sigmoid(raw_albedo).detach().cpu().numpy(),
+        seen=seen.cpu().numpy(),
         losses=losses,
     )
 
+
+
+def _sds_camera(elevations: tuple[float, float], radius: float, generator: torch.Generator) -> np.ndarray:
+    """c2w of a random camera on the sphere of the input cameras, aimed at the origin."""
+    u = torch.rand(2, generator=generator).tolist()
+    low, high = elevations
+    return SphericalPose(low + (high - low) * u[0], -180.0 + 360.0 * u[1], radius).to_c2w()
+
+
+def _masked_sds(
+    guide: SDSGuide,
+    c2w: np.ndarray,
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    albedo_v: torch.Tensor,
+    light: SGLight,
+    seen: torch.Tensor,
+    camera_angle_x: float,
+    generator: torch.Generator,
+) -> torch.Tensor | None:
+    """SDS loss of a render from ``c2w``, masked to faces no input view saw (None: none in view).
+
+    Only the albedo gets the gradient: the shading is held fixed, so the light stays the
+    one the views measured.
+    """
+    size = guide.size
+    frags = rasterize(c2w, camera_angle_x, size, size, vertices.detach().cpu().double().numpy(), faces.cpu().numpy())
+    rows, cols = np.nonzero(frags.covered)
+    if rows.size == 0:
+        return None
+    device = vertices.device
+    face = torch.as_tensor(frags.face[rows, cols], dtype=torch.long, device=device)
+    unseen = ~seen[faces[face]].any(1)
+    if not unseen.any():
+        return None
+    pixels = _Pixels(
+        view=torch.zeros(len(face), dtype=torch.long, device=device),
+        xy=torch.as_tensor(np.stack([cols + 0.5, rows + 0.5], 1), dtype=torch.float32, device=device),
+        face=face,
+        rgb=torch.zeros((len(face), 3), device=device),
+    )
+    w2c = torch.as_tensor(np.linalg.inv(c2w), dtype=torch.float32, device=device)[None]
+    focal = focal_px(camera_angle_x, size)
+    bary = barycentrics(vertices.detach(), faces, pixels, torch.arange(len(face), device=device), w2c, focal, (size, size))
+    corners = faces[face]
+    albedo = (bary[..., None] * albedo_v[corners]).sum(1)
+    with torch.no_grad():
+        normals = vertex_normals_torch(vertices.detach(), faces)
+        normal = (bary[..., None] * normals[corners]).sum(1)
+        shading = light.shading(normal / torch.linalg.vector_norm(normal, dim=1, keepdim=True).clamp_min(1e-12))
+    colour = linear_to_srgb(albedo * shading[:, None])
+    flat = torch.as_tensor(rows * size + cols, dtype=torch.long, device=device)
+    image = torch.ones((size * size, 3), device=device).index_put((flat,), colour)
+    mask = torch.zeros(size * size, device=device).index_put((flat,), unseen.float())
+    image = image.T.reshape(1, 3, size, size)
+    return guide.loss(image, mask.reshape(1, 1, size, size), c2w, generator)

@@ -35,6 +35,7 @@ class TexelSurface:
     cols: np.ndarray  # (M,)
     positions: np.ndarray  # (M, 3) world
     normals: np.ndarray  # (M, 3) unit
+    values: np.ndarray | None = None  # (M, C) of ``vertex_values``, when given
 
 
 def texel_surface(
@@ -44,14 +45,19 @@ def texel_surface(
     normals: np.ndarray,
     size: int,
     on_progress: Callable[[float], None] = lambda fraction: None,
+    vertex_values: np.ndarray | None = None,
 ) -> TexelSurface:
-    """Rasterise the mesh in UV space: UV (0, 0) is the bottom-left corner of the image."""
+    """Rasterise the mesh in UV space: UV (0, 0) is the bottom-left corner of the image.
+
+    ``vertex_values`` (V, C), if given, are interpolated to the texels too.
+    """
     xy = np.stack([uvs[:, 0] * size, (1.0 - uvs[:, 1]) * size], axis=1)
     frags = rasterize_screen(xy, np.zeros(len(uvs)), faces, size, size, perspective=False, on_progress=on_progress)
     rows, cols = np.nonzero(frags.covered)
     n = frags.interpolate(normals, faces)
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    return TexelSurface(rows, cols, frags.interpolate(vertices, faces), n)
+    values = None if vertex_values is None else frags.interpolate(vertex_values, faces)
+    return TexelSurface(rows, cols, frags.interpolate(vertices, faces), n, values)
 
 
 def bake(
