@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from blend123.protocol.codec import Limits
-from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS
+from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS, REFERENCE_AZIMUTH_DEG, SphericalPose
 from blend123.protocol.client import Client, CurveClientKeys
 from blend123.protocol.errors import ProtocolError
 from blend123.protocol.messages import Done, Error, GenerationSettings, Mesh, Message, NovelView, Orbit, Progress, Reconstruct, View
@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("transforms", type=Path, help="a NeRF-style transforms.json")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .glb")
     _add_mesh(p)
+    p.add_argument(
+        "--sds-frame", type=int, default=-1, help="with --sds-model: the frame that is the reference photo (default: the last, as in orbits)"
+    )
     _add_connection(p)
     p.set_defaults(func=cmd_reconstruct)
 
@@ -145,6 +148,11 @@ def _add_generation(p: argparse.ArgumentParser, resolution: int) -> None:
 def _add_mesh(p: argparse.ArgumentParser) -> None:
     p.add_argument("--texture-size", type=int, default=1024)
     p.add_argument("--max-faces", type=int, default=50_000)
+    p.add_argument(
+        "--sds-model",
+        default="",
+        help="a Zero123-class model (zero123-xl, stable-zero123) that paints surfaces no view saw (masked SDS)",
+    )
 
 
 def _add_connection(p: argparse.ArgumentParser) -> None:
@@ -283,7 +291,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         images, c2w, camera_angle_x = load_transforms(args.transforms)
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc), "pass a NeRF-style transforms.json, e.g. one written by `blend123 orbit`") from None
-    request = Reconstruct(images=images, c2w=c2w, camera_angle_x=camera_angle_x, texture_size=args.texture_size, max_faces=args.max_faces)
+    sds = {}
+    if args.sds_model:
+        if not -len(images) <= args.sds_frame < len(images):
+            raise CommandError(f"--sds-frame {args.sds_frame} is not a frame of {args.transforms} ({len(images)} frames)")
+        sds = {"sds_model": args.sds_model, "sds_image": np.ascontiguousarray(images[args.sds_frame]), "sds_c2w": np.ascontiguousarray(c2w[args.sds_frame])}
+    request = Reconstruct(
+        images=images, c2w=c2w, camera_angle_x=camera_angle_x, texture_size=args.texture_size, max_faces=args.max_faces, **sds
+    )
     with connect(args) as client:
         mesh = _receive_mesh(client, request, args.quiet)
     _write_mesh(mesh, args.output)
@@ -303,7 +318,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 orbit_id = getattr(event, "job_id", orbit_id)
         if not orbit_id:
             raise CommandError("the orbit produced no views")
-        request = Reconstruct(source_job=orbit_id, texture_size=args.texture_size, max_faces=args.max_faces)
+        sds = {}
+        if args.sds_model:  # the input photo, seen from the reference camera
+            camera = SphericalPose(args.ref_elevation, REFERENCE_AZIMUTH_DEG, args.radius).to_c2w()
+            sds = {"sds_model": args.sds_model, "sds_image": image, "sds_c2w": camera}
+        request = Reconstruct(source_job=orbit_id, texture_size=args.texture_size, max_faces=args.max_faces, **sds)
         mesh = _receive_mesh(client, request, args.quiet)
     _write_mesh(mesh, args.output)
     return 0

@@ -101,7 +101,8 @@ def _reconstruct(request: Reconstruct, ctx: TaskContext) -> None:
     else:
         images, c2w, camera_angle_x = request.images, request.c2w.astype(np.float64), request.camera_angle_x
     options = ReconstructionOptions(texture_size=request.texture_size, max_faces=request.max_faces)
-    result = reconstruct(images, c2w, camera_angle_x, options, ctx.progress)
+    guide = _sds_guide(request, ctx) if request.sds_model else None
+    result = reconstruct(images, c2w, camera_angle_x, options, ctx.progress, guide=guide)
     (ctx.folder / "mesh.glb").write_bytes(result.glb)
     light_json = json.dumps(result.light) if result.light else ""
     if light_json:
@@ -117,6 +118,22 @@ def _reconstruct(request: Reconstruct, ctx: TaskContext) -> None:
             light_json=light_json,
         )
     )
+
+
+def _sds_guide(request: Reconstruct, ctx: TaskContext):
+    """The loaded Zero123-class model and the prepared reference photo, for masked SDS."""
+    from .reconstruction.sds import SDSGuide
+    from .synthesis.adapters import Zero123Synthesizer
+
+    model = ctx.models.get(request.sds_model)
+    if not isinstance(model, Zero123Synthesizer):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"sds_model {request.sds_model!r} is not a Zero123-class model",
+            "use zero123-xl or stable-zero123 (see `blend123 doctor` for what is installed)",
+        )
+    prepared = model.prepared(request.sds_image)
+    return SDSGuide(model.pipe, prepared.astype(np.float32) / 255.0, request.sds_c2w.astype(np.float64))
 
 
 def views_of_job(events: list[Message], job_id: str) -> tuple[np.ndarray, np.ndarray, float]:

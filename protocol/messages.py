@@ -179,6 +179,10 @@ class Reconstruct(Message):
 
     Either ``images`` + ``c2w`` (camera-to-world, NeRF "Blender" convention), or
     ``source_job``: the id of a finished orbit job whose views the server already holds.
+
+    ``sds_model`` (optional): a Zero123-class model that paints the surfaces no view saw
+    by masked score distillation, conditioned on ``sds_image`` (the reference photo, RGBA)
+    as seen by the camera ``sds_c2w``.
     """
 
     images: np.ndarray | None = None
@@ -187,6 +191,9 @@ class Reconstruct(Message):
     source_job: str = ""
     texture_size: int = 1024
     max_faces: int = 50_000
+    sds_model: str = ""
+    sds_image: np.ndarray | None = None
+    sds_c2w: np.ndarray | None = None
 
     def validate(self) -> None:
         if self.source_job:
@@ -204,6 +211,15 @@ class Reconstruct(Message):
         _check_range("camera_angle_x", self.camera_angle_x, 0.01, 3.0)
         _check_range("texture_size", self.texture_size, 16, MAX_TEXTURE_SIZE)
         _check_range("max_faces", self.max_faces, 100, MAX_FACES)
+        if self.sds_model:
+            if self.sds_image is None or self.sds_c2w is None:
+                _fail("sds_model needs sds_image and sds_c2w (the reference photo and its camera)")
+            _check_image("sds_image", self.sds_image)
+            c2w = self.sds_c2w
+            if c2w.shape != (4, 4) or c2w.dtype.kind != "f" or not np.isfinite(c2w).all():
+                _fail(f"sds_c2w must be a finite float (4, 4) matrix, got {c2w.dtype} {c2w.shape}")
+        elif self.sds_image is not None or self.sds_c2w is not None:
+            _fail("sds_image and sds_c2w only go with an sds_model", "name a Zero123-class model, or leave them out")
 
 
 @message("cancel")

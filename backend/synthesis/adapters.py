@@ -92,7 +92,8 @@ class _Adapter:
         self.runtime = runtime
         self.last_peak_vram_bytes = 0
 
-    def _prepared(self, image: np.ndarray) -> np.ndarray:
+    def prepared(self, image: np.ndarray) -> np.ndarray:
+        """The input as the model sees it: subject recentred, rescaled, composited on white."""
         return prepare_reference(as_rgba(image), size=self.model_size, fill=FILL).composited_on_white()
 
     def _generator(self, seed: int):
@@ -140,7 +141,7 @@ class Zero123Synthesizer(_Adapter):
         guidance: float | None = None,
         seed: int = 0,
     ) -> np.ndarray:
-        prepared = self._prepared(image)
+        prepared = self.prepared(image)
         frames = self._run(
             lambda: self.pipe(
                 prepared,
@@ -205,7 +206,7 @@ class SV3DSynthesizer(_Adapter):
         guidance: float | None = None,
         seed: int = 0,
     ) -> np.ndarray:
-        prepared = self._prepared(image)
+        prepared = self.prepared(image)
         cameras, slots = sv3d_frames_for(reference, poses, self.pipe.takes_poses)
         frames = self._run(
             lambda: self.pipe(
