@@ -21,7 +21,7 @@ from . import preferences, scene_import
 from .core.backend_process import BackendStartError, LocalBackend, serve_command
 from .core.frame import SceneFrame
 from .core.jobs import LIVE, MESH, ORBIT, PREVIEW, JobInfo, JobTracker, LivePreview, Routed
-from .core.requests import reconstruct_request
+from .core.requests import SettingsError, reconstruct_request
 from .protocol.client import Client, CurveClientKeys
 from .protocol.errors import ProtocolError
 from .protocol.messages import Done, Error, HelloReply, Mesh, Message, View
@@ -290,7 +290,11 @@ def apply(routed: Routed) -> JobInfo | None:
             settings.last_orbit_frame = ctx["frame"]
             settings.last_orbit_collection = ctx.get("collection", "")
             if ctx.get("then_mesh"):
-                return session().submit(reconstruct_request(info.job_id, ctx["options"]), MESH, scene=scene.name, frame=ctx["frame"])
+                try:
+                    request = reconstruct_request(info.job_id, ctx["options"], ctx.get("sds_reference"), SceneFrame.from_list(ctx["frame"]))
+                except SettingsError as exc:  # the orbit is kept: Make mesh again after fixing it
+                    raise JobFailed(exc.message, exc.hint) from None
+                return session().submit(request, MESH, scene=scene.name, frame=ctx["frame"])
         if not bpy.app.background:
             _undo_push(f"blend123 {info.purpose}")
     return None

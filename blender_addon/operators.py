@@ -48,18 +48,25 @@ def submit_orbit(context, scene, then_mesh: bool = False) -> JobInfo:
     try:
         frame = scene_import.scene_frame(scene)
         options = _options(context, scene)
-        request = orbit_request(reference_rgba(scene), frame, options)
+        reference = reference_rgba(scene)
+        request = orbit_request(reference, frame, options)
     except (SettingsError, ReferenceImageError, scene_import.SceneSetupError) as exc:
         raise JobFailed(exc.message, exc.hint) from None
-    return session().submit(request, ORBIT, scene=scene.name, frame=frame.as_list(), then_mesh=then_mesh, options=options)
+    # The mesh that follows paints unseen surfaces from the same photo, if asked to.
+    sds_reference = reference if then_mesh and options.sds_model else None
+    return session().submit(
+        request, ORBIT, scene=scene.name, frame=frame.as_list(), then_mesh=then_mesh, options=options, sds_reference=sds_reference
+    )
 
 
 def submit_mesh(context, scene) -> JobInfo:
     settings = scene.blend123
     try:
-        request = reconstruct_request(settings.last_orbit_job, _options(context, scene))
+        options = _options(context, scene)
         frame = SceneFrame.from_list(settings.last_orbit_frame)
-    except SettingsError as exc:
+        reference = reference_rgba(scene) if options.sds_model else None
+        request = reconstruct_request(settings.last_orbit_job, options, reference, frame)
+    except (SettingsError, ReferenceImageError) as exc:
         raise JobFailed(exc.message, exc.hint) from None
     return session().submit(request, MESH, scene=scene.name, frame=frame.as_list())
 

@@ -75,7 +75,7 @@ class BLEND123_PT_settings(_Panel, bpy.types.Panel):
         settings = context.scene.blend123
         col = self.layout.column()
         col.use_property_split = True
-        for name in ("model", "resolution", "steps", "guidance", "seed", "orbit_elevations", "max_faces", "texture_size", "plane_distance", "standard_view"):
+        for name in ("model", "resolution", "steps", "guidance", "seed", "orbit_elevations", "max_faces", "texture_size", "sds_model", "plane_distance", "standard_view"):
             col.prop(settings, name)
         if settings.reference_camera is None:
             col.prop(settings, "reference_elevation")

@@ -50,6 +50,11 @@ class Blend123SceneSettings(bpy.types.PropertyGroup):
     orbit_elevations: StringProperty(name="Orbit elevations", default="10", description="One elevation in degrees, or 21 comma-separated (a dynamic orbit)")
     max_faces: IntProperty(name="Mesh detail", default=50_000, min=100, max=2_000_000, description="Most faces of the reconstructed mesh")
     texture_size: IntProperty(name="Texture size", default=1024, min=16, max=8192, description="Albedo texture size, pixels")
+    sds_model: StringProperty(
+        name="Paint unseen",
+        description="A Zero123-class model (zero123-xl, stable-zero123) that paints the surfaces no view saw; empty: off",
+        search=_model_search,
+    )
     plane_distance: FloatProperty(
         name="Plane distance", default=0.35, min=0.01, max=1.0, subtype="FACTOR",
         description="Where image planes sit, as a fraction of their camera's distance to the subject",
@@ -75,6 +80,7 @@ class Blend123SceneSettings(bpy.types.PropertyGroup):
             orbit_elevations=self.orbit_elevations,
             texture_size=self.texture_size,
             max_faces=self.max_faces,
+            sds_model=self.sds_model,
         )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..protocol.camera import ORBIT_VIEWS
+from ..protocol.camera import ORBIT_VIEWS, REFERENCE_AZIMUTH_DEG, SphericalPose
 from ..protocol.messages import GenerationSettings, NovelView, Orbit, Reconstruct
 from .frame import SceneFrame, ScenePose
 
@@ -33,6 +33,7 @@ class JobOptions:
     orbit_elevations: str = "10"
     texture_size: int = 1024
     max_faces: int = 50_000
+    sds_model: str = ""  # a Zero123-class model that paints surfaces no view saw; "": off
 
 
 def parse_elevations(text: str, views: int = ORBIT_VIEWS) -> list[float]:
@@ -77,10 +78,20 @@ def orbit_request(image: np.ndarray, frame: SceneFrame, options: JobOptions) -> 
     return request
 
 
-def reconstruct_request(orbit_job: str, options: JobOptions) -> Reconstruct:
+def reconstruct_request(
+    orbit_job: str, options: JobOptions, reference: np.ndarray | None = None, frame: SceneFrame | None = None
+) -> Reconstruct:
+    """``reference`` (the photo) and ``frame`` (the orbit's) are needed with ``sds_model``."""
     if not orbit_job:
         raise SettingsError("there is no finished orbit to reconstruct from", "press Generate orbit first")
-    request = Reconstruct(source_job=orbit_job, texture_size=int(options.texture_size), max_faces=int(options.max_faces))
+    sds = {}
+    if options.sds_model:
+        if reference is None or frame is None:
+            raise SettingsError("painting unseen surfaces needs the reference image", "set the reference image, or clear Paint unseen")
+        # The reference camera in backend coordinates: subject at the origin, camera on -Y.
+        camera = SphericalPose(frame.reference_elevation, REFERENCE_AZIMUTH_DEG, frame.radius).to_c2w()
+        sds = {"sds_model": options.sds_model, "sds_image": reference, "sds_c2w": camera}
+    request = Reconstruct(source_job=orbit_job, texture_size=int(options.texture_size), max_faces=int(options.max_faces), **sds)
     _validate(request)
     return request
 

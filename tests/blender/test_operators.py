@@ -162,6 +162,17 @@ def test_errors_say_what_to_do(connected, scene):
         bpy.ops.blend123.orbit()
 
 
+def test_paint_unseen_with_a_model_that_cannot_says_so(connected, scene):
+    _place_reference(scene)
+    scene.blend123.sds_model = "default"  # the quick proxy cannot score views
+    with pytest.raises(RuntimeError, match="not a Zero123-class model"):
+        bpy.ops.blend123.mesh()
+    assert "zero123-xl" in connected.tracker.last_hint
+    assert not [o for o in bpy.data.objects if o.name.endswith(" mesh")]
+    assert scene.blend123.last_orbit_job  # the orbit is kept: clear the setting and mesh again
+    scene.blend123.sds_model = ""
+
+
 def test_timer_tick_applies_results_without_blocking(connected, scene):
     """The UI path: submit, then the timer callback drains events a few at a time."""
     import time
