@@ -86,18 +86,15 @@ def photo_carve(
     device = torch.device(device)
     count, height, width = images.shape[:3]
     colours = _prepared_colours(images, options.blur_px, options.alpha_threshold).to(device)
-    field = torch.as_tensor(hull.field, dtype=torch.float32, device=device)[None, None]
-    origin = torch.as_tensor(hull.origin, dtype=torch.float32, device=device)
-    shape = torch.tensor(hull.field.shape, device=device)
+    hull_t = _Grid(
+        torch.as_tensor(hull.field, dtype=torch.float32, device=device)[None, None],
+        torch.as_tensor(hull.origin, dtype=torch.float32, device=device),
+        hull.spacing,
+        torch.tensor(hull.field.shape, device=device),
+    )
     w2c = torch.as_tensor(np.linalg.inv(c2w), dtype=torch.float32, device=device)
     focal = focal_px(camera_angle_x, width)
-    # Votes go to a grid ``vote_stride`` times coarser than the hull's, so the rays (a
-    # couple of pixels apart) leave no gaps in the free space they find.
-    vote_spacing = hull.spacing * options.vote_stride
-    vote_shape = (shape - 1) // options.vote_stride + 1
-    free_votes = torch.zeros(int(vote_shape.prod()), dtype=torch.int32, device=device)
-    surface_votes = torch.zeros_like(free_votes)
-    free_views = torch.zeros_like(free_votes)  # how many views found each voxel free
+    votes = _Votes.on(hull_t, options.vote_stride)
     depths = []
     for i in range(count):
         neighbours = _neighbours(c2w, i, options.neighbours, options.max_angle_deg)
@@ -110,29 +107,91 @@ def photo_carve(
             view = _View(colours[i], colours[neighbours], w2c[neighbours], c2w[i], focal, options.patch_radius, options.matches)
             pixels = np.argwhere(pick)
             found = []
-            view_free = torch.zeros_like(free_votes)
+            view_free = torch.zeros_like(votes.free)
             for start in range(0, len(pixels), _RAY_CHUNK):
                 yx = pixels[start : start + _RAY_CHUNK]
                 rays_o = torch.as_tensor(o[yx[:, 0], yx[:, 1]], dtype=torch.float32, device=device)
                 rays_d = torch.as_tensor(d[yx[:, 0], yx[:, 1]], dtype=torch.float32, device=device)
-                t, inside = _march(field, origin, hull.spacing, shape, rays_o, rays_d)
-                points = rays_o[:, None] + t[..., None] * rays_d[:, None]
-                cost = view.cost(torch.as_tensor(yx, device=device), points, t, rays_d, inside)
-                surface = _surface_step(cost, inside, options)
-                hit = surface >= 0
-                found.append(torch.where(hit, t.gather(1, surface.clamp(min=0)[:, None])[:, 0], torch.nan))
-                # Free: inside the hull and in front of the surface found along the ray.
-                step = torch.arange(t.shape[1], device=device)[None]
-                _vote(view_free, points[inside & hit[:, None] & (step < surface[:, None])], origin, vote_spacing, vote_shape)
-                _vote(surface_votes, points[hit[:, None] & (step == surface[:, None])], origin, vote_spacing, vote_shape)
+                found.append(_walk(view, hull_t, torch.as_tensor(yx, device=device), rays_o, rays_d, options, votes, view_free))
             depth[pick] = torch.cat(found).cpu().numpy()
-            free_votes += view_free
-            free_views += (view_free > 0).to(free_views.dtype)
+            votes.free += view_free
+            votes.views += (view_free > 0).to(votes.views.dtype)
         depths.append(depth)
         on_progress((i + 1) / count)
-    free = _decide_free(free_votes, surface_votes, free_views, tuple(vote_shape.tolist()), options)
+    free = votes.decide(options)
     field_np = _carved_field(hull, free, options.vote_stride, options.margin_voxels)
     return PhotoResult(HullGrid(hull.origin, hull.spacing, field_np), free, depths)
+
+
+@dataclass
+class _Grid:
+    """The hull field as a tensor for ``grid_sample``, and where its voxels are."""
+
+    field: torch.Tensor  # (1, 1, X, Y, Z)
+    origin: torch.Tensor  # (3,)
+    spacing: float
+    shape: torch.Tensor  # (3,) long
+
+
+@dataclass
+class _Votes:
+    """Counts on the vote grid (``stride`` hull voxels per voxel)."""
+
+    spacing: float
+    shape: torch.Tensor  # (3,) long
+    origin: torch.Tensor
+    free: torch.Tensor  # (X * Y * Z,) rays that found the voxel free
+    surface: torch.Tensor  # rays whose surface is in the voxel
+    views: torch.Tensor  # views with at least one ray that found it free
+
+    @classmethod
+    def on(cls, grid: _Grid, stride: int) -> "_Votes":
+        # Coarser than the hull's grid, so the rays (a couple of pixels apart) leave no gaps
+        # in the free space they find.
+        shape = (grid.shape - 1) // stride + 1
+        zeros = torch.zeros(int(shape.prod()), dtype=torch.int32, device=grid.origin.device)
+        return cls(grid.spacing * stride, shape, grid.origin, zeros, zeros.clone(), zeros.clone())
+
+    def add(self, counts: torch.Tensor, points: torch.Tensor) -> None:
+        ijk = torch.round((points - self.origin) / self.spacing).long()
+        ijk = ijk[((ijk >= 0) & (ijk < self.shape)).all(-1)]
+        flat = (ijk[:, 0] * self.shape[1] + ijk[:, 1]) * self.shape[2] + ijk[:, 2]
+        counts.index_add_(0, flat, torch.ones_like(flat, dtype=counts.dtype))
+
+    def decide(self, options: PhotoOptions) -> np.ndarray:
+        """Voxels rays of at least ``views`` views found free, more rays than found it surface.
+
+        A ray whose best match lies too deep (a chance match behind the true surface) is
+        outvoted where it crosses that surface, which the other rays agree on.
+        """
+        shape = tuple(self.shape.tolist())
+        free = self.free.view(shape).float()
+        surface = self.surface.view(shape).float()
+        carved = (self.views.view(shape) >= options.views) & (free > options.surface_weight * surface)
+        return carved.cpu().numpy()
+
+
+def _walk(
+    view: "_View",
+    grid: _Grid,
+    yx: torch.Tensor,
+    rays_o: torch.Tensor,
+    rays_d: torch.Tensor,
+    options: PhotoOptions,
+    votes: _Votes,
+    view_free: torch.Tensor,
+) -> torch.Tensor:
+    """Walk a batch of one view's rays; vote; return each ray's surface distance (NaN: none)."""
+    t, inside = _march(grid, rays_o, rays_d)
+    points = rays_o[:, None] + t[..., None] * rays_d[:, None]
+    cost = view.cost(yx, points, t, rays_d, inside)
+    surface = _surface_step(cost, inside, options)
+    hit = surface >= 0
+    step = torch.arange(t.shape[1], device=t.device)[None]
+    # Free: inside the hull and in front of the surface found along the ray.
+    votes.add(view_free, points[inside & hit[:, None] & (step < surface[:, None])])
+    votes.add(votes.surface, points[hit[:, None] & (step == surface[:, None])])
+    return torch.where(hit, t.gather(1, surface.clamp(min=0)[:, None])[:, 0], torch.nan)
 
 
 def _prepared_colours(images: np.ndarray, blur_px: float, alpha_threshold: int) -> torch.Tensor:
@@ -160,22 +219,20 @@ def _neighbours(c2w: np.ndarray, i: int, k: int, max_angle_deg: float) -> list[i
     return [int(j) for j in order[:k]]
 
 
-def _march(
-    field: torch.Tensor, origin: torch.Tensor, spacing: float, shape: torch.Tensor, rays_o: torch.Tensor, rays_d: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _march(grid: _Grid, rays_o: torch.Tensor, rays_d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps one voxel apart through the grid's box: distances (R, S) and inside-hull flags."""
-    lo = origin - 0.5 * spacing
-    hi = lo + spacing * shape.to(rays_o.dtype)
+    lo = grid.origin - 0.5 * grid.spacing
+    hi = lo + grid.spacing * grid.shape.to(rays_o.dtype)
     inv = 1.0 / torch.where(rays_d.abs() < 1e-12, torch.full_like(rays_d, 1e-12), rays_d)
     t0, t1 = (lo - rays_o) * inv, (hi - rays_o) * inv
     near = torch.minimum(t0, t1).amax(-1).clamp(min=0.0)
     far = torch.maximum(t0, t1).amin(-1)
-    samples = int(math.ceil(float((far - near).max()) / spacing)) + 1
-    t = near[:, None] + (torch.arange(samples, device=rays_o.device) + 0.5) * spacing
+    samples = int(math.ceil(float((far - near).max()) / grid.spacing)) + 1
+    t = near[:, None] + (torch.arange(samples, device=rays_o.device) + 0.5) * grid.spacing
     points = rays_o[:, None] + t[..., None] * rays_d[:, None]
-    size = (shape - 1).to(points.dtype)
-    unit = ((points - origin) / spacing / size * 2.0 - 1.0).flip(-1)  # grid_sample reads (z, y, x)
-    value = F.grid_sample(field, unit.view(1, 1, 1, -1, 3), align_corners=True, padding_mode="border")
+    size = (grid.shape - 1).to(points.dtype)
+    unit = ((points - grid.origin) / grid.spacing / size * 2.0 - 1.0).flip(-1)  # grid_sample reads (z, y, x)
+    value = F.grid_sample(grid.field, unit.view(1, 1, 1, -1, 3), align_corners=True, padding_mode="border")
     inside = (value.view(t.shape) > 0) & (t < far[:, None])
     return t, inside
 
@@ -257,32 +314,6 @@ def _surface_step(cost: torch.Tensor, inside: torch.Tensor, options: PhotoOption
     entry_cost = cost.gather(1, entry[:, None])[:, 0]
     step = torch.where(entry_cost <= best + options.entry_tolerance, entry, at)
     return torch.where(best < options.max_cost, step, torch.full_like(step, -1))
-
-
-def _vote(votes: torch.Tensor, points: torch.Tensor, origin: torch.Tensor, spacing: float, shape: torch.Tensor) -> None:
-    ijk = torch.round((points - origin) / spacing).long()
-    keep = ((ijk >= 0) & (ijk < shape)).all(-1)
-    ijk = ijk[keep]
-    flat = (ijk[:, 0] * shape[1] + ijk[:, 1]) * shape[2] + ijk[:, 2]
-    votes.index_add_(0, flat, torch.ones_like(flat, dtype=votes.dtype))
-
-
-def _decide_free(
-    free_votes: torch.Tensor,
-    surface_votes: torch.Tensor,
-    free_views: torch.Tensor,
-    shape: tuple[int, int, int],
-    options: PhotoOptions,
-) -> np.ndarray:
-    """Voxels rays of at least ``views`` views found free, more rays than found it surface.
-
-    A ray whose best match lies too deep (a chance match behind the true surface) is
-    outvoted where it crosses that surface, which the other rays agree on.
-    """
-    free = free_votes.view(shape).float()
-    surface = surface_votes.view(shape).float()
-    views = free_views.view(shape)
-    return ((views >= options.views) & (free > options.surface_weight * surface)).cpu().numpy()
 
 
 def _carved_field(hull: HullGrid, free: np.ndarray, stride: int, margin_voxels: float) -> np.ndarray:
