@@ -91,6 +91,7 @@ def convert(
     seed: int = 0,
     texture_size: int = 1024,
     max_faces: int = 50_000,
+    sds_model: str = "",
     timeout: float = 30.0,
     force: bool = False,
 ) -> BatchSummary:
@@ -112,6 +113,7 @@ def convert(
         seed=seed,
         texture_size=texture_size,
         max_faces=max_faces,
+        sds_model=sds_model,
     )
     items = plan([Path(p) for p in images], output, blend)
     for n, item in enumerate(items, 1):
@@ -152,7 +154,7 @@ def main(argv: list[str]) -> int:
             summary = convert(
                 args.images, args.output, blend=args.blend, model=args.model, server=args.server, elevations=args.elevations,
                 resolution=args.resolution, steps=args.steps, seed=args.seed, texture_size=args.texture_size,
-                max_faces=args.max_faces, timeout=args.timeout, force=args.force,
+                max_faces=args.max_faces, sds_model=args.sds_model, timeout=args.timeout, force=args.force,
             )
         except UsageError as exc:
             print(f"blend123: {exc}", file=sys.stderr)

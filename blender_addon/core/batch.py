@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--texture-size", type=int, default=1024)
     p.add_argument("--max-faces", type=int, default=50_000)
+    p.add_argument("--sds-model", default="", help="a Zero123-class model that paints surfaces no view saw (masked SDS)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds of backend silence before giving up")
     p.add_argument("--force", action="store_true", help="convert again images whose outputs exist")
     return parser

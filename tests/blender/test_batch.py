@@ -63,6 +63,15 @@ def test_broken_image_fails_alone(addon, backend, images, tmp_path, capsys):
     assert "FAILED" in capsys.readouterr().out
 
 
+def test_sds_model_reaches_the_backend(addon, backend, images, tmp_path, capsys):
+    # The quick proxy cannot paint unseen surfaces: the backend's refusal is the image's failure.
+    code = ext("cli_command").main(["convert", str(images[2]), "-o", str(tmp_path / "out"), "--server", backend.address, "--sds-model", "default", *ARGS])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "not a Zero123-class model" in printed and "fix: use zero123-xl" in printed
+    assert not (tmp_path / "out" / "blob.glb").exists()
+
+
 def test_stopped_backend_gives_a_clear_error(addon, serve_process, images, tmp_path, capsys):
     proc = serve_process()
     proc.stop()
