@@ -121,7 +121,7 @@ def carve(
 
 
 def _coarse_bounds(silhouettes: Silhouettes, on_view: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray]:
-    centre, half = _camera_cube(silhouettes.c2w)
+    centre, half = camera_cube(silhouettes.c2w)
     spacing = 2.0 * half / (_COARSE_RESOLUTION - 1)
     origin = centre - half
     shape = (_COARSE_RESOLUTION,) * 3
@@ -139,7 +139,7 @@ def _coarse_bounds(silhouettes: Silhouettes, on_view: Callable[[int], None]) -> 
     return kept.min(0) - reach, kept.max(0) + reach
 
 
-def _camera_cube(c2w: np.ndarray) -> tuple[np.ndarray, float]:
+def camera_cube(c2w: np.ndarray) -> tuple[np.ndarray, float]:
     """Centre and half-size of a cube holding everything all cameras look at.
 
     The centre is the point nearest (least squares) to all optical axes; the half-size is

@@ -31,6 +31,7 @@ import torch
 
 from blend123.protocol.camera import SphericalPose, focal_px
 
+from .carve import camera_cube
 from .light import SGLight
 from .raster import rasterize
 from .sds import SDSGuide
@@ -191,7 +192,8 @@ def refine(
     seen = torch.zeros(len(vertices), dtype=torch.bool, device=dev)
     seen[faces_t[torch.unique(pixels.face)].reshape(-1)] = True
     sds_gen = torch.Generator(device="cpu").manual_seed(options.seed + 1)  # apart from the pixel sampling
-    radius = float(np.linalg.norm(c2w[:, :3, 3], axis=1).mean())
+    centre, _ = camera_cube(c2w)  # what the cameras look at: the subject
+    radius = float(np.linalg.norm(c2w[:, :3, 3] - centre, axis=1).mean())
 
     light = SGLight(amplitude=float(value.mean()) * 2.0).to(dev)
     raw_albedo = torch.zeros(len(vertices), 3, device=dev, requires_grad=True)  # sigmoid -> 0.5
@@ -228,8 +230,8 @@ def refine(
         tv = (albedo_v[edges[:, 0]] - albedo_v[edges[:, 1]]).abs().sum(1).mean()
         loss = photo + options.w_illum * illum + options.w_albedo_tv * tv
         if guide is not None and step >= options.steps - options.sds_steps:
-            pose = _sds_camera(options.sds_elevations, radius, sds_gen)
-            sds = _masked_sds(guide, pose, verts, faces_t, albedo_v, light, seen, camera_angle_x, sds_gen)
+            pose = _sds_camera(options.sds_elevations, centre, radius, sds_gen)
+            sds = _masked_sds(guide, pose, centre, verts, faces_t, albedo_v, light, seen, camera_angle_x, sds_gen)
             if sds is not None:
                 loss = loss + options.w_sds * sds
         if move:
@@ -255,16 +257,17 @@ def refine(
 
 
 
-def _sds_camera(elevations: tuple[float, float], radius: float, generator: torch.Generator) -> np.ndarray:
-    """c2w of a random camera on the sphere of the input cameras, aimed at the origin."""
+def _sds_camera(elevations: tuple[float, float], centre: np.ndarray, radius: float, generator: torch.Generator) -> np.ndarray:
+    """c2w of a random camera on the sphere of the input cameras, aimed at their centre."""
     u = torch.rand(2, generator=generator).tolist()
     low, high = elevations
-    return SphericalPose(low + (high - low) * u[0], -180.0 + 360.0 * u[1], radius).to_c2w()
+    return SphericalPose(low + (high - low) * u[0], -180.0 + 360.0 * u[1], radius).to_c2w(centre)
 
 
 def _masked_sds(
     guide: SDSGuide,
     c2w: np.ndarray,
+    centre: np.ndarray,
     vertices: torch.Tensor,
     faces: torch.Tensor,
     albedo_v: torch.Tensor,
@@ -308,4 +311,4 @@ def _masked_sds(
     image = torch.ones((size * size, 3), device=device).index_put((flat,), colour)
     mask = torch.zeros(size * size, device=device).index_put((flat,), unseen.float())
     image = image.T.reshape(1, 3, size, size)
-    return guide.loss(image, mask.reshape(1, 1, size, size), c2w, generator)
+    return guide.loss(image, mask.reshape(1, 1, size, size), c2w, generator, centre)

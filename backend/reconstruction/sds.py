@@ -49,19 +49,25 @@ class SDSGuide:
         return int(self.image.shape[0])
 
     def loss(
-        self, rendered: torch.Tensor, mask: torch.Tensor, target_c2w: np.ndarray, generator: torch.Generator
+        self,
+        rendered: torch.Tensor,
+        mask: torch.Tensor,
+        target_c2w: np.ndarray,
+        generator: torch.Generator,
+        centre: np.ndarray = np.zeros(3),
     ) -> torch.Tensor:
         """SDS surrogate loss of one render (1, 3, S, S) in [0, 1] (subject on white).
 
-        ``mask`` (1, 1, S, S) is 1 where the gradient may act. The loss's gradient with
-        respect to ``rendered`` is the masked SDS direction; its value means nothing.
+        ``mask`` (1, 1, S, S) is 1 where the gradient may act. Poses are taken about
+        ``centre`` (the subject's). The loss's gradient with respect to ``rendered`` is the
+        masked SDS direction; its value means nothing.
         """
         pipe = self.pipeline
         device, dtype = pipe.unet.device, pipe.unet.dtype
         # The encoder spreads gradients beyond the latent mask: cut them at the pixels.
         rendered = torch.where(mask > 0.5, rendered, rendered.detach())
-        reference = spherical_from_c2w(self.reference_c2w)
-        target = spherical_from_c2w(target_c2w)
+        reference = spherical_from_c2w(self.reference_c2w, centre)
+        target = spherical_from_c2w(target_c2w, centre)
         embeds, image_latent = self._encode(reference, target)
         scaling = pipe.vae.config.scaling_factor
         latents = pipe.vae.encode((rendered * 2.0 - 1.0).to(device=device, dtype=dtype)).latent_dist.mean * scaling
