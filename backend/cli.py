@@ -177,14 +177,14 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
         if not (args.client_key and args.server_key):
             raise CommandError("a CURVE-protected backend needs both --client-key and --server-key")
         keys = CurveClientKeys.from_files(args.client_key, args.server_key)
-    server = None
+    server = server_thread = None
     if args.server:
         address = args.server
     else:
         from .server import Server
 
         server = Server(ServerConfig(bind=f"inproc://blend123-cli-{uuid.uuid4().hex}"))
-        server.start_in_thread()
+        server_thread = server.start_in_thread()
         address = server.endpoint
     client = Client(address, keys=keys, timeout_s=30.0)
     try:
@@ -194,6 +194,9 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
         client.close()
         if server is not None:
             server.stop()
+            # Let it finish releasing the model: a daemon thread still freeing torch
+            # memory while the interpreter shuts down aborts the process.
+            server_thread.join(timeout=30)
 
 
 def run_job(client: Client, request: Message, quiet: bool) -> Iterator[Message]:
