@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from blend123.protocol.camera import REFERENCE_AZIMUTH_DEG, SphericalPose, orbit_relative_azimuths, world_azimuth
+from blend123.protocol.camera import SphericalPose, orbit_relative_azimuths, reference_pose, world_azimuth
 from blend123.protocol.errors import BAD_REQUEST, ProtocolError
 from blend123.protocol.messages import GenerationSettings, Mesh, Message, NovelView, Orbit, Reconstruct, View
 
@@ -58,7 +58,7 @@ def orbit_poses(request: Orbit) -> list[tuple[float, float, float]]:
 def _synthesize(image: np.ndarray, poses: list[tuple[float, float, float]], settings: GenerationSettings, ctx: TaskContext) -> None:
     ctx.progress("load model", 0.0)
     model = ctx.models.get(settings.model)
-    reference = SphericalPose(settings.reference_elevation, REFERENCE_AZIMUTH_DEG, settings.radius)
+    reference = reference_pose(settings.reference_elevation, settings.radius)
     camera_angle_x = math.radians(settings.fov_deg)
     views_dir = ctx.folder / "views"
     views_dir.mkdir(exist_ok=True)

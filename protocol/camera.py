@@ -70,6 +70,11 @@ class SphericalPose:
         return c2w
 
 
+def reference_pose(elevation_deg: float, radius: float = DEFAULT_RADIUS) -> SphericalPose:
+    """The reference camera (the one that took the input photo): on -Y at ``elevation_deg``."""
+    return SphericalPose(elevation_deg, REFERENCE_AZIMUTH_DEG, radius)
+
+
 def spherical_from_position(position, centre=(0.0, 0.0, 0.0)) -> SphericalPose:
     """Spherical pose of a camera at ``position`` about ``centre`` (orientation ignored)."""
     d = np.asarray(position, dtype=np.float64)[:3] - np.asarray(centre, dtype=np.float64)[:3]

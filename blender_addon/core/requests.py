@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..protocol.camera import ORBIT_VIEWS, REFERENCE_AZIMUTH_DEG, SphericalPose
+from ..protocol.camera import ORBIT_VIEWS, reference_pose
 from ..protocol.messages import GenerationSettings, NovelView, Orbit, Reconstruct
 from .frame import SceneFrame, ScenePose
 
@@ -89,7 +89,7 @@ def reconstruct_request(
         if reference is None or frame is None:
             raise SettingsError("painting unseen surfaces needs the reference image", "set the reference image, or clear Paint unseen")
         # The reference camera in backend coordinates: subject at the origin, camera on -Y.
-        camera = SphericalPose(frame.reference_elevation, REFERENCE_AZIMUTH_DEG, frame.radius).to_c2w()
+        camera = reference_pose(frame.reference_elevation, frame.radius).to_c2w()
         sds = {"sds_model": options.sds_model, "sds_image": reference, "sds_c2w": camera}
     request = Reconstruct(source_job=orbit_job, texture_size=int(options.texture_size), max_faces=int(options.max_faces), **sds)
     _validate(request)
