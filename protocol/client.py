@@ -196,8 +196,8 @@ class Client:
 
     def _request(self, msg: Message, expect: type) -> Message:
         request_id = uuid.uuid4().hex
-        self._socket.send_multipart(codec.encode(msg, request_id), copy=False)
         deadline = time.monotonic() + self.timeout_s
+        self._send(codec.encode(msg, request_id), deadline)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -218,6 +218,29 @@ class Client:
                 return reply
             if self._accept_event(reply):
                 self._pending.append(reply)
+
+    def _send(self, frames: list, deadline: float) -> None:
+        """Send a request, waiting at most until ``deadline`` for a connection to queue it on.
+
+        A DEALER has nowhere to queue while it has no connection: before the first one is
+        up, or after the backend refused our CURVE handshake. A plain send would then
+        block forever (and freeze Blender); this raises a timeout instead.
+        """
+        while True:
+            try:
+                self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                pass
+            wait_ms = int((deadline - time.monotonic()) * 1000)
+            if wait_ms <= 0:
+                break
+            self._socket.poll(min(wait_ms, 100), zmq.POLLOUT)  # may wake early: loop until the deadline
+        raise ProtocolError(
+            TIMEOUT,
+            f"could not reach the backend at {self.address} within {self.timeout_s:.0f} s",
+            "start it with `blend123 serve`, check the address, and for a remote backend check the CURVE keys",
+        )
 
     def _receive(self, timeout_s: float) -> Message | None:
         envelope = self._receive_envelope(timeout_s)
@@ -251,7 +274,10 @@ class Client:
         now = time.monotonic()
         if now - self._last_ping >= self.heartbeat_s:
             self._last_ping = now
-            self._socket.send_multipart(codec.encode(Ping()), copy=False)
+            try:
+                self._socket.send_multipart(codec.encode(Ping()), flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                pass  # no connection to queue on: the silence below reports it
         silent = now - self._last_heard
         if silent < self.timeout_s:
             return []
