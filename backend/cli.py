@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from blend123.protocol.codec import Limits
-from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS, reference_pose
+from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS
 from blend123.protocol.client import Client, CurveClientKeys
 from blend123.protocol.errors import ProtocolError
 from blend123.protocol.messages import Done, Error, GenerationSettings, Mesh, Message, NovelView, Orbit, Progress, Reconstruct, View
@@ -321,11 +321,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
                 orbit_id = getattr(event, "job_id", orbit_id)
         if not orbit_id:
             raise CommandError("the orbit produced no views")
-        sds = {}
-        if args.sds_model:  # the input photo, seen from the reference camera
-            camera = reference_pose(args.ref_elevation, args.radius).to_c2w()
-            sds = {"sds_model": args.sds_model, "sds_image": image, "sds_c2w": camera}
-        request = Reconstruct(source_job=orbit_id, texture_size=args.texture_size, max_faces=args.max_faces, **sds)
+        # With an sds_model the backend conditions on the orbit's own photo and camera.
+        request = Reconstruct(source_job=orbit_id, texture_size=args.texture_size, max_faces=args.max_faces, sds_model=args.sds_model)
         mesh = _receive_mesh(client, request, args.quiet)
     _write_mesh(mesh, args.output)
     return 0

@@ -33,6 +33,8 @@ class TaskContext:
     models: ResidentModel
     # Decoded result events of an earlier job (for reconstruct from an orbit's views).
     source_events: Callable[[str], list[Message]]
+    # The request an earlier job was submitted with (its input photo and reference camera).
+    source_request: Callable[[str], Message]
 
 
 def run_task(request: Message, ctx: TaskContext) -> None:
@@ -132,8 +134,24 @@ def _sds_guide(request: Reconstruct, ctx: TaskContext):
             f"sds_model {request.sds_model!r} is not a Zero123-class model",
             "use zero123-xl or stable-zero123 (see `blend123 doctor` for what is installed)",
         )
-    prepared = model.prepared(request.sds_image)
-    return SDSGuide(model.pipe, prepared.astype(np.float32) / 255.0, request.sds_c2w.astype(np.float64))
+    image, c2w = sds_reference(request, ctx)
+    prepared = model.prepared(image)
+    return SDSGuide(model.pipe, prepared.astype(np.float32) / 255.0, c2w)
+
+
+def sds_reference(request: Reconstruct, ctx: TaskContext) -> tuple[np.ndarray, np.ndarray]:
+    """The photo SDS is conditioned on and its camera: the request's own, or its orbit's.
+
+    Taking them from the source orbit keeps the mesh painted from the very photo the views
+    came from, even if the client's reference image has changed since.
+    """
+    if request.sds_image is not None and request.sds_c2w is not None:
+        return request.sds_image, request.sds_c2w.astype(np.float64)
+    source = ctx.source_request(request.source_job)
+    if not isinstance(source, (Orbit, NovelView)):
+        raise ProtocolError(BAD_REQUEST, f"job {request.source_job} is not a view-synthesis job", "reconstruct from an orbit's job id")
+    settings = source.settings
+    return source.image, reference_pose(settings.reference_elevation, settings.radius).to_c2w()
 
 
 def views_of_job(events: list[Message], job_id: str) -> tuple[np.ndarray, np.ndarray, float]:

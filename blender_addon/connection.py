@@ -291,7 +291,7 @@ def apply(routed: Routed) -> JobInfo | None:
             settings.last_orbit_collection = ctx.get("collection", "")
             if ctx.get("then_mesh"):
                 try:
-                    request = reconstruct_request(info.job_id, ctx["options"], ctx.get("sds_reference"), SceneFrame.from_list(ctx["frame"]))
+                    request = reconstruct_request(info.job_id, ctx["options"])
                 except SettingsError as exc:  # the orbit is kept: Make mesh again after fixing it
                     raise JobFailed(exc.message, exc.hint) from None
                 return session().submit(request, MESH, scene=scene.name, frame=ctx["frame"])

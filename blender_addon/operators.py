@@ -52,11 +52,7 @@ def submit_orbit(context, scene, then_mesh: bool = False) -> JobInfo:
         request = orbit_request(reference, frame, options)
     except (SettingsError, ReferenceImageError, scene_import.SceneSetupError) as exc:
         raise JobFailed(exc.message, exc.hint) from None
-    # The mesh that follows paints unseen surfaces from the same photo, if asked to.
-    sds_reference = reference if then_mesh and options.sds_model else None
-    return session().submit(
-        request, ORBIT, scene=scene.name, frame=frame.as_list(), then_mesh=then_mesh, options=options, sds_reference=sds_reference
-    )
+    return session().submit(request, ORBIT, scene=scene.name, frame=frame.as_list(), then_mesh=then_mesh, options=options)
 
 
 def submit_mesh(context, scene) -> JobInfo:
@@ -64,9 +60,8 @@ def submit_mesh(context, scene) -> JobInfo:
     try:
         options = _options(context, scene)
         frame = SceneFrame.from_list(settings.last_orbit_frame)
-        reference = reference_rgba(scene) if options.sds_model else None
-        request = reconstruct_request(settings.last_orbit_job, options, reference, frame)
-    except (SettingsError, ReferenceImageError) as exc:
+        request = reconstruct_request(settings.last_orbit_job, options)
+    except SettingsError as exc:
         raise JobFailed(exc.message, exc.hint) from None
     return session().submit(request, MESH, scene=scene.name, frame=frame.as_list())
 

@@ -182,7 +182,8 @@ class Reconstruct(Message):
 
     ``sds_model`` (optional): a Zero123-class model that paints the surfaces no view saw
     by masked score distillation, conditioned on ``sds_image`` (the reference photo, RGBA)
-    as seen by the camera ``sds_c2w``.
+    as seen by the camera ``sds_c2w``. With ``source_job`` both may be left out: the
+    server then takes the orbit's own input image and reference camera.
     """
 
     images: np.ndarray | None = None
@@ -212,8 +213,12 @@ class Reconstruct(Message):
         _check_range("texture_size", self.texture_size, 16, MAX_TEXTURE_SIZE)
         _check_range("max_faces", self.max_faces, 100, MAX_FACES)
         if self.sds_model:
-            if self.sds_image is None or self.sds_c2w is None:
-                _fail("sds_model needs sds_image and sds_c2w (the reference photo and its camera)")
+            if (self.sds_image is None) != (self.sds_c2w is None):
+                _fail("give sds_image and sds_c2w together (the reference photo and its camera)")
+            if self.sds_image is None:
+                if not self.source_job:
+                    _fail("sds_model needs sds_image and sds_c2w (the reference photo and its camera)", "or reconstruct from an orbit's source_job")
+                return
             _check_image("sds_image", self.sds_image)
             c2w = self.sds_c2w
             if c2w.shape != (4, 4) or c2w.dtype.kind != "f" or not np.isfinite(c2w).all():

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from .recon_fixtures import scene
 
 from blend123.backend.reconstruction.carve import Silhouettes, carve
 from blend123.backend.reconstruction.mesh import decimate, extract_surface, largest_component
 from blend123.backend.reconstruction.refine import RefineOptions, refine
 from blend123.backend.reconstruction.sds import SDSGuide
 from blend123.backend.synthesis.zero123 import Zero123Pipeline
+
+from .recon_fixtures import scene
 
 DATA = Path(__file__).parent / "data"
 SIZE = 64  # the tiny checkpoint's image size
@@ -107,13 +108,38 @@ def test_sds_fields_are_validated():
     from blend123.protocol.messages import Reconstruct
 
     rgba = np.zeros((64, 64, 4), np.uint8)
+    views, c2w = np.zeros((2, 64, 64, 4), np.uint8), np.stack([np.eye(4)] * 2)
     with pytest.raises(ProtocolError, match="needs sds_image and sds_c2w"):
-        Reconstruct(source_job="j", sds_model="zero123-xl").validate()
+        Reconstruct(images=views, c2w=c2w, sds_model="zero123-xl").validate()
+    with pytest.raises(ProtocolError, match="together"):
+        Reconstruct(source_job="j", sds_model="zero123-xl", sds_image=rgba).validate()
+    Reconstruct(source_job="j", sds_model="zero123-xl").validate()  # the orbit's photo is used
     with pytest.raises(ProtocolError, match="only go with an sds_model"):
         Reconstruct(source_job="j", sds_image=rgba, sds_c2w=np.eye(4)).validate()
     with pytest.raises(ProtocolError, match="sds_c2w"):
         Reconstruct(source_job="j", sds_model="zero123-xl", sds_image=rgba, sds_c2w=np.eye(3)).validate()
     Reconstruct(source_job="j", sds_model="zero123-xl", sds_image=rgba, sds_c2w=np.eye(4)).validate()
+
+
+def test_without_a_photo_sds_is_conditioned_on_the_orbits_own(tmp_path):
+    from blend123.backend.tasks import TaskContext, sds_reference
+    from blend123.protocol.camera import reference_pose
+    from blend123.protocol.errors import ProtocolError
+    from blend123.protocol.messages import GenerationSettings, Orbit, Reconstruct
+
+    photo, other = scene().images[0], scene().images[3]
+    orbit = Orbit(photo, [5.0], settings=GenerationSettings(reference_elevation=20.0, radius=2.5))
+    jobs = {"orbit": orbit, "mesh": Reconstruct(source_job="orbit")}
+    ctx = TaskContext("mesh", tmp_path, lambda *a: None, lambda m: None, None, lambda j: [], jobs.__getitem__)
+    image, c2w = sds_reference(Reconstruct(source_job="orbit", sds_model="zero123-xl"), ctx)
+    assert image is photo
+    np.testing.assert_allclose(c2w, reference_pose(20.0, 2.5).to_c2w())
+    np.testing.assert_allclose(c2w[:3, 3], [0.0, -2.5 * np.cos(np.radians(20)), 2.5 * np.sin(np.radians(20))], atol=1e-9)
+    # A photo sent with the request wins; a source that made no views is refused.
+    image, c2w = sds_reference(Reconstruct(source_job="orbit", sds_model="zero123-xl", sds_image=other, sds_c2w=np.eye(4)), ctx)
+    assert image is other and np.array_equal(c2w, np.eye(4))
+    with pytest.raises(ProtocolError, match="not a view-synthesis job"):
+        sds_reference(Reconstruct(source_job="mesh", sds_model="zero123-xl"), ctx)
 
 
 def _cli(*args, env):
@@ -144,6 +170,21 @@ def test_reconstruct_command_with_an_sds_model(tmp_path):
     assert not bad.exists()
     result = _cli("reconstruct", transforms, "-o", bad, "--sds-model", "zero123-xl", "--sds-frame", "99", *small, env=env)
     assert result.returncode != 0 and "--sds-frame 99" in result.stderr
+
+
+def test_convert_paints_from_the_orbits_own_photo(tmp_path):
+    # Orbit with the quick proxy, then a mesh request that names only the SDS model: the
+    # backend conditions on the photo and reference camera of the orbit job it holds.
+    from blend123.backend.images import save_rgba
+
+    photo = tmp_path / "photo.png"
+    save_rgba(photo, scene().images[0])
+    env = {"BLEND123_MODEL_ZERO123_XL": str(DATA / "zero123_tiny"), "BLEND123_MODELS_DIR": str(tmp_path / "models")}
+    out = tmp_path / "asset.glb"
+    result = _cli("convert", photo, "-o", out, "--resolution", "64", "--ref-elevation", "15", "--sds-model", "zero123-xl",
+                  "--texture-size", "128", "--max-faces", "2000", "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    assert out.stat().st_size > 0
 
 
 def test_sds_cameras_circle_the_subject_wherever_the_world_puts_it(guide):

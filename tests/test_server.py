@@ -242,3 +242,15 @@ def test_results_survive_a_backend_restart(tmp_path, client_factory, reference_i
         assert not (jobs_dir / old).exists()
     finally:
         second.stop()
+
+
+def test_the_server_keeps_each_jobs_request(server, client_factory, reference_image):
+    client = client_factory(server.endpoint)
+    job_id = client.submit(Orbit(reference_image, [10.0], views=2, settings=GenerationSettings(reference_elevation=15.0, resolution=64)))
+    list(client.events(job_id))
+    stored = server.stored_request(job_id)
+    assert isinstance(stored, Orbit) and stored.settings.reference_elevation == 15.0
+    assert np.array_equal(stored.image, reference_image)
+    with pytest.raises(ProtocolError) as err:
+        server.stored_request("ab" * 16)
+    assert err.value.code == UNKNOWN_JOB

@@ -273,6 +273,16 @@ class Server:
             raise ProtocolError(UNKNOWN_JOB, f"not a job id: {job_id[:40]!r}")
         return [codec.decode(frames).message for _, frames in self.store.events(job_id)]
 
+    def stored_request(self, job_id: str) -> Message:
+        """The request a job was submitted with, from the jobs folder (worker thread)."""
+        if not is_job_id(job_id):
+            raise ProtocolError(UNKNOWN_JOB, f"not a job id: {job_id[:40]!r}")
+        try:
+            frames = self.store.read_request(job_id)
+        except OSError:
+            raise ProtocolError(UNKNOWN_JOB, f"no job {job_id} on this backend", "the job id may be from another backend, or its folder was deleted") from None
+        return codec.decode(frames).message
+
     def _remember(self, job: Job) -> None:
         self.jobs[job.id] = job
         # Forget the oldest finished jobs; their folders still answer status and fetch.

@@ -71,6 +71,7 @@ class Worker(threading.Thread):
             emit=lambda msg: self.emit(job, msg),
             models=self.models,
             source_events=self.server.stored_results,
+            source_request=self.server.stored_request,
         )
         # Decide the outcome first; announce it only once the job's memory is released,
         # so that a client seeing "done" or "cancelled" can rely on the GPU being free.

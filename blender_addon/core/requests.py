@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..protocol.camera import ORBIT_VIEWS, reference_pose
+from ..protocol.camera import ORBIT_VIEWS
 from ..protocol.messages import GenerationSettings, NovelView, Orbit, Reconstruct
 from .frame import SceneFrame, ScenePose
 
@@ -78,20 +78,14 @@ def orbit_request(image: np.ndarray, frame: SceneFrame, options: JobOptions) -> 
     return request
 
 
-def reconstruct_request(
-    orbit_job: str, options: JobOptions, reference: np.ndarray | None = None, frame: SceneFrame | None = None
-) -> Reconstruct:
-    """``reference`` (the photo) and ``frame`` (the orbit's) are needed with ``sds_model``."""
+def reconstruct_request(orbit_job: str, options: JobOptions) -> Reconstruct:
+    """A mesh from a finished orbit; with ``sds_model`` the backend paints what no view saw,
+    conditioned on the orbit's own input photo and reference camera."""
     if not orbit_job:
         raise SettingsError("there is no finished orbit to reconstruct from", "press Generate orbit first")
-    sds = {}
-    if options.sds_model:
-        if reference is None or frame is None:
-            raise SettingsError("painting unseen surfaces needs the reference image", "set the reference image, or clear Paint unseen")
-        # The reference camera in backend coordinates: subject at the origin, camera on -Y.
-        camera = reference_pose(frame.reference_elevation, frame.radius).to_c2w()
-        sds = {"sds_model": options.sds_model, "sds_image": reference, "sds_c2w": camera}
-    request = Reconstruct(source_job=orbit_job, texture_size=int(options.texture_size), max_faces=int(options.max_faces), **sds)
+    request = Reconstruct(
+        source_job=orbit_job, texture_size=int(options.texture_size), max_faces=int(options.max_faces), sds_model=options.sds_model
+    )
     _validate(request)
     return request
 

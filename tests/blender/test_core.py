@@ -103,12 +103,11 @@ def test_requests_carry_the_scene_frame(core):
     view = r.novel_view_request(blob_image(), frame, f.ScenePose(5.0, 45.0, 2.5), options)
     np.testing.assert_allclose(view.poses, [[5.0, 45.0, 2.5]])
     assert r.reconstruct_request("ab" * 16, r.JobOptions(texture_size=256, max_faces=3000)).texture_size == 256
-    # Painting unseen surfaces sends the photo and the reference camera (backend frame: -Y).
-    sds = r.reconstruct_request("ab" * 16, r.JobOptions(sds_model="zero123-xl"), blob_image(), frame)
-    assert sds.sds_model == "zero123-xl" and sds.sds_image.shape == blob_image().shape
-    np.testing.assert_allclose(sds.sds_c2w[:3, 3], [0.0, -3.0, 1.0], atol=1e-9)
-    with pytest.raises(r.SettingsError, match="reference image"):
-        r.reconstruct_request("ab" * 16, r.JobOptions(sds_model="zero123-xl"))
+    # Painting unseen surfaces names the model; the backend takes the orbit's own photo.
+    sds = r.reconstruct_request("ab" * 16, r.JobOptions(sds_model="zero123-xl"))
+    assert sds.sds_model == "zero123-xl" and sds.sds_image is None and sds.source_job == "ab" * 16
+    with pytest.raises(r.SettingsError, match="no finished orbit"):
+        r.reconstruct_request("", r.JobOptions(sds_model="zero123-xl"))
 
 
 @pytest.mark.parametrize("text, message", [("ten", "not numbers"), ("1, 2", "got 2 values"), ("95", "within")])
