@@ -101,3 +101,23 @@ def test_pixel_rays_hit_the_pixels_they_came_from():
 def test_camera_angle_from_blender_lens():
     # Blender's default camera: 50 mm lens on a 36 mm sensor.
     assert math.degrees(camera_angle_x_from_lens(50.0, 36.0)) == pytest.approx(39.5978, abs=1e-3)
+
+
+def test_torch_projection_matches_the_protocols():
+    import torch
+
+    from blend123.backend.reconstruction.projection import camera_to_pixels, world_to_camera
+    from blend123.protocol.camera import SphericalPose, focal_px, project_points
+
+    rng = np.random.default_rng(3)
+    c2w = np.stack([SphericalPose(e, a, 2.5).to_c2w() for e, a in ((10, 30), (-20, 200))])
+    points = rng.uniform(-0.5, 0.5, (2, 7, 3))
+    w2c = torch.tensor(np.linalg.inv(c2w))
+    angle, width, height = 0.7, 96, 64
+    batched = camera_to_pixels(world_to_camera(torch.tensor(points), w2c), focal_px(angle, width), width, height)
+    for i in range(2):
+        expected, depth = project_points(c2w[i], angle, width, height, points[i])
+        single = camera_to_pixels(world_to_camera(torch.tensor(points[i]), w2c[i]), focal_px(angle, width), width, height)
+        for x, y, d in (single, tuple(t[i] for t in batched)):
+            np.testing.assert_allclose(np.stack([x.numpy(), y.numpy()], 1), expected, atol=1e-9)
+            np.testing.assert_allclose(d.numpy(), depth, atol=1e-12)

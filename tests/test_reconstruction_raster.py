@@ -57,3 +57,4 @@ def test_perspective_interpolation_lands_on_the_true_surface():
     np.testing.assert_allclose(o + t[:, None] * d, points, atol=1e-6)  # on the ray
     forward = -c2w[:3, 2]
     np.testing.assert_allclose((points - o) @ forward, frags.depth[frags.covered], rtol=1e-5)
+

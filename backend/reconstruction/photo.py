@@ -39,6 +39,7 @@ from scipy import ndimage
 from blend123.protocol.camera import focal_px, pixel_rays
 
 from .carve import HullGrid
+from .projection import camera_to_pixels, world_to_camera
 
 
 #: Rays per batch: bounds the memory of the (rays x steps x patch pixels) cost tensors.
@@ -282,10 +283,7 @@ class _View:
         patch = points[sel][:, None] + z[:, None, None] * self.basis  # (M, P, 3)
         diffs = []
         for image, pose in zip(self.neighbour_colours, self.neighbour_w2c):
-            cam = patch @ pose[:3, :3].T + pose[:3, 3]
-            depth = -cam[..., 2]
-            px = 0.5 * width + self.focal * cam[..., 0] / depth
-            py = 0.5 * height - self.focal * cam[..., 1] / depth
+            px, py, depth = camera_to_pixels(world_to_camera(patch, pose), self.focal, width, height)
             grid = torch.stack([px / width * 2 - 1, py / height * 2 - 1], -1)  # align_corners=False
             sampled = F.grid_sample(image[None], grid.view(1, 1, -1, 2), align_corners=False, padding_mode="border")
             sampled = sampled.view(4, *patch.shape[:2]).permute(1, 2, 0)

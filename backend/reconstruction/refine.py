@@ -33,6 +33,7 @@ from blend123.protocol.camera import SphericalPose, focal_px
 
 from .carve import camera_cube
 from .light import SGLight
+from .projection import camera_to_pixels, world_to_camera
 from .raster import rasterize
 from .sds import SDSGuide
 
@@ -133,11 +134,8 @@ def barycentrics(
     """Perspective-correct barycentrics (S, 3) of sampled pixel centres, differentiable in the vertices."""
     width, height = size
     corners = vertices[faces[pixels.face[idx]]]  # (S, 3, 3)
-    m = w2c[pixels.view[idx]]  # (S, 4, 4)
-    cam = torch.einsum("sij,skj->ski", m[:, :3, :3], corners) + m[:, None, :3, 3]
-    depth = (-cam[..., 2]).clamp_min(1e-6)
-    x = 0.5 * width + focal * cam[..., 0] / depth
-    y = 0.5 * height - focal * cam[..., 1] / depth
+    cam = world_to_camera(corners, w2c[pixels.view[idx]])  # (S, 3, 3)
+    x, y, depth = camera_to_pixels(cam, focal, width, height, min_depth=1e-6)
     p = pixels.xy[idx]
 
     def cross(ux, uy, vx, vy):
