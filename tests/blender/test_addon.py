@@ -128,10 +128,8 @@ def test_start_a_local_backend_from_the_preferences(scene, tmp_path):
     assert proc.wait(10) is not None
 
 
-def test_importing_100k_faces_and_a_2048_texture_is_fast(scene):
-    """The fast-import budget (benchmarks/bench_blender_import.py has the full comparison)."""
-    import time
-
+def test_importing_100k_faces_and_a_2048_texture_keeps_every_face_pixel_and_uv(scene):
+    """The fast import at full size (its speed: benchmarks/bench_blender_import.py)."""
     import numpy as np
 
     from benchmarks.bench_blender_import import make_mesh  # noqa: the benchmark's own mesh
@@ -140,11 +138,8 @@ def test_importing_100k_faces_and_a_2048_texture_is_fast(scene):
     from blend123.backend.reconstruction.export import export_glb
 
     glb = export_glb(verts, faces, uvs, tex)
-    started = time.perf_counter()
     obj = ext("mesh_import").import_textured_mesh("fast", verts, faces, uvs, tex, scene.collection, glb)
-    elapsed = time.perf_counter() - started
-    assert len(obj.data.polygons) >= 100_000 and len(obj.data.uv_layers) == 1
-    assert elapsed < 0.5, f"import took {elapsed:.3f} s"
+    assert len(obj.data.polygons) == len(faces) >= 100_000 and len(obj.data.uv_layers) == 1
     image = obj.data.materials[0].node_tree.nodes["Image Texture"].image
     px = np.empty(len(image.pixels), np.float32)
     image.pixels.foreach_get(px)
