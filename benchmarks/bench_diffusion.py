@@ -2,9 +2,11 @@
 
 CUDA: Zero123-XL per view at 256x256 (20 and 50 DDIM steps, CFG), SV3D-p 21-view orbit at
 576x576 (25 and 50 Euler steps, triangular CFG), fp16 (``--dtype bfloat16`` to compare).
-CPU: a smoke run of the same code with the tiny test models (numbers only prove it runs).
+CPU: a smoke run of the same code with the tiny test models (numbers only prove it runs),
+or with ``--full`` the real architectures (fp32) for what they cost without a GPU.
 
     python benchmarks/bench_diffusion.py [--dtype float16] [--compile] [--json out.json]
+    python benchmarks/bench_diffusion.py --full --models zero123 --views 1 --steps 20
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ def tiny_pipelines(tmp: Path):
     return zero, sv3d
 
 
+def subject_on_white(size: int, colour: tuple[int, int, int]) -> np.ndarray:
+    """A flat-coloured block on white: input preparation finds it like a real subject."""
+    image = np.full((size, size, 3), 255, np.uint8)
+    image[size // 4 : 3 * size // 4, size // 3 : 2 * size // 3] = colour
+    return image
+
+
 def timed(fn, device) -> tuple[float, int]:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -86,50 +95,52 @@ def main() -> None:
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNets (CUDA)")
     parser.add_argument("--views", type=int, default=4, help="Zero123 views per batch")
+    parser.add_argument("--full", action="store_true", help="the real architectures on the CPU too (slow)")
+    parser.add_argument("--models", nargs="+", default=["zero123", "sv3d"], choices=["zero123", "sv3d"])
+    parser.add_argument("--steps", type=int, nargs="+", help="step counts (default: 20 50 for Zero123, 25 50 for SV3D; 2 for the smoke run)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
+    full = cuda or args.full
     dtype = getattr(torch, args.dtype) if cuda else torch.float32
     torch.set_grad_enabled(False)
-    results = {"device": torch.cuda.get_device_name() if cuda else "cpu (smoke: tiny models)", "dtype": str(dtype).split(".")[-1], "runs": []}
+    label = torch.cuda.get_device_name() if cuda else ("cpu" if full else "cpu (smoke: tiny models)")
+    results = {"device": label, "dtype": str(dtype).split(".")[-1], "threads": torch.get_num_threads(), "runs": []}
 
-    if cuda:
-        zero, z_size = full_zero123(dtype, device), 256
-    else:
-        tmp = Path(tempfile.mkdtemp())
-        zero, sv3d = tiny_pipelines(tmp)
-        z_size = 64
-    if args.compile and cuda:
-        zero.unet = torch.compile(zero.unet)
-    zero.set_progress_bar_config(disable=True)
-    image = np.full((z_size, z_size, 3), 255, np.uint8)
-    image[z_size // 4 : 3 * z_size // 4, z_size // 3 : 2 * z_size // 3] = (180, 60, 40)
-    poses = [SphericalPose(10.0, -90.0 + 360.0 * i / args.views) for i in range(args.views)]
-    zero(image, poses[:1], num_inference_steps=2)  # warm-up (kernels, compile)
-    for steps in (20, 50) if cuda else (2,):
-        seconds, peak = timed(lambda: zero(image, poses, num_inference_steps=steps, guidance_scale=3.0, generator=torch.Generator().manual_seed(0)), device)
-        run = {"model": "zero123-xl", "size": z_size, "steps": steps, "views": args.views, "seconds": round(seconds, 3),
-               "seconds_per_view": round(seconds / args.views, 3), "peak_vram_gib": round(peak / 2**30, 2)}
+    def steps_for(defaults: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(args.steps) if args.steps else defaults if full else (2,)
+
+    def record(run: dict) -> None:
         results["runs"].append(run)
         print(run, flush=True)
-    if cuda:
+
+    tiny = None if full else tiny_pipelines(Path(tempfile.mkdtemp()))
+    if "zero123" in args.models:
+        zero, z_size = (full_zero123(dtype, device), 256) if full else (tiny[0], 64)
+        if args.compile and cuda:
+            zero.unet = torch.compile(zero.unet)
+        zero.set_progress_bar_config(disable=True)
+        image = subject_on_white(z_size, (180, 60, 40))
+        poses = [SphericalPose(10.0, -90.0 + 360.0 * i / args.views) for i in range(args.views)]
+        zero(image, poses[:1], num_inference_steps=2)  # warm-up (kernels, compile)
+        for steps in steps_for((20, 50)):
+            seconds, peak = timed(lambda: zero(image, poses, num_inference_steps=steps, guidance_scale=3.0, generator=torch.Generator().manual_seed(0)), device)
+            record({"model": "zero123-xl", "size": z_size, "steps": steps, "views": args.views, "seconds": round(seconds, 3),
+                    "seconds_per_view": round(seconds / args.views, 3), "peak_vram_gib": round(peak / 2**30, 2)})
         del zero
-        torch.cuda.empty_cache()
-        sv3d, s_size = full_sv3d(dtype, device), 576
-        if args.compile:
+        if cuda:
+            torch.cuda.empty_cache()
+    if "sv3d" in args.models:
+        sv3d, s_size = (full_sv3d(dtype, device), 576) if full else (tiny[1], 64)
+        if args.compile and cuda:
             sv3d.unet = torch.compile(sv3d.unet)
-    else:
-        s_size = 64
-    sv3d.set_progress_bar_config(disable=True)
-    image = np.full((s_size, s_size, 3), 255, np.uint8)
-    image[s_size // 4 : 3 * s_size // 4, s_size // 3 : 2 * s_size // 3] = (40, 90, 200)
-    sv3d(image, None, num_inference_steps=1)  # warm-up
-    for steps in (25, 50) if cuda else (2,):
-        seconds, peak = timed(lambda: sv3d(image, None, num_inference_steps=steps, generator=torch.Generator().manual_seed(0)), device)
-        run = {"model": "sv3d-p", "size": s_size, "steps": steps, "views": 21, "seconds": round(seconds, 3), "peak_vram_gib": round(peak / 2**30, 2)}
-        results["runs"].append(run)
-        print(run, flush=True)
+        sv3d.set_progress_bar_config(disable=True)
+        image = subject_on_white(s_size, (40, 90, 200))
+        sv3d(image, None, num_inference_steps=1)  # warm-up
+        for steps in steps_for((25, 50)):
+            seconds, peak = timed(lambda: sv3d(image, None, num_inference_steps=steps, generator=torch.Generator().manual_seed(0)), device)
+            record({"model": "sv3d-p", "size": s_size, "steps": steps, "views": 21, "seconds": round(seconds, 3), "peak_vram_gib": round(peak / 2**30, 2)})
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

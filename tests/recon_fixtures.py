@@ -17,7 +17,7 @@ from PIL import Image
 
 from blend123.backend.reconstruction.light import SGLight
 from blend123.backend.reconstruction.pipeline import ReconstructionOptions, ReconstructionResult, reconstruct
-from blend123.backend.reconstruction.raster import rasterize
+from blend123.backend.raster import rasterize
 from blend123.backend.reconstruction.refine import linear_to_srgb, srgb_to_linear
 from blend123.backend.reconstruction.synthetic import SyntheticScene, make_scene
 

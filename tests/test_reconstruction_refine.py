@@ -14,7 +14,7 @@ from .recon_fixtures import LIT_OPTIONS, face_centroid_colours, known_light, lit
 from blend123.backend.progress import JobCancelled
 from blend123.backend.reconstruction import synthetic
 from blend123.backend.reconstruction.light import LOBES, fibonacci_axes
-from blend123.backend.reconstruction.raster import rasterize
+from blend123.backend.raster import rasterize
 from blend123.backend.reconstruction.refine import (
     RefineOptions,
     _visible_pixels,

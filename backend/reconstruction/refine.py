@@ -34,7 +34,7 @@ from blend123.protocol.camera import SphericalPose, focal_px
 from .carve import camera_cube
 from .light import SGLight
 from .projection import camera_to_pixels, world_to_camera
-from .raster import rasterize
+from ..raster import rasterize
 from .sds import SDSGuide
 
 

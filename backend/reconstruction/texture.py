@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from blend123.protocol.camera import focal_px, project_points
 
-from .raster import rasterize, rasterize_screen
+from ..raster import rasterize, rasterize_screen
 
 #: Texels processed at once per view; bounds memory for large textures.
 _CHUNK_TEXELS = 1 << 20

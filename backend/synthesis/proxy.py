@@ -3,7 +3,7 @@
 It needs no weights and no GPU, so the whole pipeline runs anywhere: the reference
 silhouette is inflated into a closed shell (:mod:`.proxy_geometry`), textured with the
 image on the front and its mirror image on the back, and rendered from each requested
-pose with a z-buffered rasteriser (:mod:`.proxy_raster`). Views are consistent by
+pose with the z-buffered rasteriser (:mod:`blend123.backend.raster`). Views are consistent by
 construction; what they cannot show is what the image does not.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from blend123.backend.images import as_rgba, prepare_reference
 from blend123.backend.progress import ProgressFn, no_progress
 from blend123.backend.synthesis.proxy_geometry import ProxySurface, build_surface
-from blend123.backend.synthesis.proxy_raster import rasterize
+from blend123.backend.raster import rasterize_screen
 from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, SphericalPose, project_points
 
 #: The back is a guess: shade it a little darker so it reads as the far side.
@@ -89,15 +89,16 @@ def render_view(
 ) -> np.ndarray:
     """One (resolution, resolution, 4) uint8 view of the placed proxy."""
     xy, depth = project_points(pose.to_c2w(), camera_angle_x, resolution, resolution, vertices)
-    frags = rasterize(xy, depth, surface.triangles, resolution, resolution)
-    corners = surface.xy[surface.triangles[frags.triangle]]  # (K, 3, 2)
-    uv = (frags.weights[:, :, None] * corners).sum(1)
+    frags = rasterize_screen(xy, depth, surface.triangles, resolution, resolution, front_only=True)
+    covered = frags.covered
+    triangle = frags.face[covered]
+    uv = frags.interpolate(surface.xy, surface.triangles)
     colour = _bilinear(surface.texture, uv)
-    colour[surface.back[frags.triangle]] *= BACK_SHADE
-    out = np.zeros((resolution * resolution, 4), np.uint8)
-    out[frags.pixel, :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
-    out[frags.pixel, 3] = 255
-    return out.reshape(resolution, resolution, 4)
+    colour[surface.back[triangle]] *= BACK_SHADE
+    out = np.zeros((resolution, resolution, 4), np.uint8)
+    out[covered, :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
+    out[covered, 3] = 255
+    return out
 
 
 def _bilinear(texture: np.ndarray, xy: np.ndarray) -> np.ndarray:

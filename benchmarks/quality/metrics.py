@@ -32,7 +32,7 @@ from skimage.metrics import structural_similarity
 
 from blend123.backend.reconstruction.mesh import vertex_normals
 from blend123.backend.reconstruction.metrics import FScore, bbox_diagonal, f_score, sample_surface
-from blend123.backend.reconstruction.raster import rasterize
+from blend123.backend.raster import rasterize
 
 #: PSNR of identical images (the MSE floor it corresponds to): keeps means finite.
 PSNR_CAP_DB = 100.0

@@ -1,8 +1,10 @@
 """Triangle rasterisation on the CPU (numpy): z-buffered face ids, depths and barycentrics.
 
-One rasteriser serves three purposes: rendering synthetic views, per-view depth maps for
-visibility tests when baking, and (with UVs as screen coordinates) finding which face
-covers each texel. A pixel is covered when its centre lies inside the triangle.
+One rasteriser serves every purpose: the quick proxy's views, synthetic test views,
+per-view depth maps for visibility tests when baking, refinement's pixel-to-face lookup,
+and (with UVs as screen coordinates) finding which face covers each texel. A pixel is
+covered when its centre lies inside the triangle. Faces are culled only on request, so a
+closed mesh shows its near side whichever way it winds.
 """
 
 from __future__ import annotations
@@ -51,13 +53,16 @@ def rasterize_screen(
     height: int,
     perspective: bool = True,
     on_progress: Callable[[float], None] = lambda fraction: None,
+    front_only: bool = False,
 ) -> Fragments:
     """Rasterise triangles given in pixel coordinates (x right, y down, centres at +0.5).
 
     ``z`` is the per-vertex depth (smaller wins). With ``perspective`` the barycentrics
     and depth are interpolated perspective-correctly (``z`` must be the camera depth);
     without it, linearly (orthographic use such as UV space). ``on_progress`` gets the
-    fraction of candidate pixels done before each chunk.
+    fraction of candidate pixels done before each chunk. ``front_only`` drops faces wound
+    clockwise on screen (negative signed area with y down): half the work for a closed
+    mesh whose faces wind counter-clockwise seen from outside.
     """
     xy = np.asarray(xy, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
@@ -73,7 +78,7 @@ def rasterize_screen(
     y0 = np.ceil(tri[:, :, 1].min(1) - 0.5)
     y1 = np.floor(tri[:, :, 1].max(1) - 0.5)
     area = _cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    usable = np.isfinite(area) & (np.abs(area) > 1e-12) & np.isfinite(tz).all(1)
+    usable = np.isfinite(area) & ((area if front_only else np.abs(area)) > 1e-12) & np.isfinite(tz).all(1)
     if perspective:
         usable &= (tz > _NEAR).all(1)
     # Clip the pixel bounding boxes to the image; boxes fully outside get a count of 0.

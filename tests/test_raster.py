@@ -1,4 +1,4 @@
-"""The CPU rasteriser: coverage rule, z-buffer, perspective-correct interpolation."""
+"""The CPU rasteriser: coverage rule, z-buffer, culling, perspective-correct interpolation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from blend123.backend.reconstruction.raster import rasterize, rasterize_screen
+from blend123.backend.raster import rasterize, rasterize_screen
 from blend123.protocol.camera import SphericalPose, pixel_rays
 
 
@@ -32,6 +32,18 @@ def test_nearer_triangle_wins_whatever_the_order():
         winner = np.where(frags.face < 2, near, far)
         np.testing.assert_allclose(frags.depth, min(near, far))
         np.testing.assert_allclose(winner, min(near, far))
+
+
+def test_front_only_drops_clockwise_faces_and_the_far_side_shows_through():
+    # Two overlapping squares: the near one wound clockwise on screen (its back faces us).
+    square = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0], [8.0, 8.0]])
+    xy = np.concatenate([square, square])
+    faces = np.array([[0, 2, 1], [1, 2, 3], [4, 5, 6], [5, 7, 6]])  # near: clockwise; far: counter-clockwise
+    z = np.array([1.0] * 4 + [2.0] * 4)
+    both = rasterize_screen(xy, z, faces, 8, 8, perspective=False)
+    front = rasterize_screen(xy, z, faces, 8, 8, perspective=False, front_only=True)
+    assert set(np.unique(both.face)) == {0, 1} and set(np.unique(front.face)) == {2, 3}
+    np.testing.assert_allclose(front.depth, 2.0)
 
 
 def test_offscreen_and_behind_camera_faces_draw_nothing():
