@@ -52,6 +52,7 @@ def test_the_gradient_stays_inside_the_mask(guide):
     grad = rendered.grad[0].abs().sum(0)
     assert grad[:, : SIZE // 2].sum() > 0
     assert grad[:, SIZE // 2 :].sum() == 0
+    assert all(p.grad is None for p in guide.pipeline.vae.parameters())  # the model is not trained
 
 
 def test_an_all_seen_render_gets_no_gradient(guide):

@@ -42,6 +42,9 @@ class SDSGuide:
         if image.shape[0] % factor:
             raise ValueError(f"the SDS reference image size must be a multiple of {factor}, got {image.shape[0]}")
         self.image = image
+        # Gradients pass through the VAE encoder to the render, never into its weights:
+        # without this every SDS step would also compute and pile up weight gradients.
+        self.pipeline.vae.requires_grad_(False)
         self._conditioning: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
