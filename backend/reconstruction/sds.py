@@ -45,7 +45,7 @@ class SDSGuide:
         # Gradients pass through the VAE encoder to the render, never into its weights:
         # without this every SDS step would also compute and pile up weight gradients.
         self.pipeline.vae.requires_grad_(False)
-        self._conditioning: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._reference: tuple[torch.Tensor, torch.Tensor] | None = None  # (CLIP embedding, latent)
 
     @property
     def size(self) -> int:
@@ -94,10 +94,10 @@ class SDSGuide:
         return 0.5 * F.mse_loss(latents, (latents - grad).detach(), reduction="sum")
 
     def _encode(self, reference: SphericalPose, target: SphericalPose) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (round(target.elevation_deg, 3), round(target.azimuth_deg, 3))
-        if key not in self._conditioning:
-            pipe = self.pipeline
+        """(pose-projected embedding, image latent); the image is encoded once, poses every call."""
+        pipe = self.pipeline
+        if self._reference is None:
             pixels = torch.as_tensor(self.image).permute(2, 0, 1)[None] * 2.0 - 1.0
-            poses = pipe.pose_vectors(reference, [target])
-            self._conditioning = {key: pipe.encode_conditioning(pixels, poses)}  # keep one: poses are random
-        return self._conditioning[key]
+            self._reference = pipe.encode_reference(pixels)
+        clip, latent = self._reference
+        return pipe.project_poses(clip, pipe.pose_vectors(reference, [target])), latent

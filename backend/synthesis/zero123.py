@@ -164,14 +164,24 @@ class Zero123Pipeline(DiffusionPipeline):
     @torch.no_grad()
     def encode_conditioning(self, image: torch.Tensor, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(projected embeddings (N, 1, D), unscaled image latent (1, 4, h, w))."""
+        clip, latent = self.encode_reference(image)
+        return self.project_poses(clip, poses), latent
+
+    @torch.no_grad()
+    def encode_reference(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pose-free half of the conditioning: (CLIP image embedding (1, D), unscaled latent)."""
         device, dtype = self._execution_device, self.unet.dtype
         pixels = image.to(device=device, dtype=dtype)
         clip = self.image_encoder(clip_preprocess(pixels)).image_embeds.to(dtype)  # (1, 768)
-        n = poses.shape[0]
-        tokens = torch.cat([clip.expand(n, -1), poses.to(device=device, dtype=dtype)], dim=-1)[:, None]
-        embeds = self.projection(tokens)
         latent = self.vae.encode(pixels).latent_dist.mode()  # no scaling factor: Zero123 was trained so
-        return embeds, latent
+        return clip, latent
+
+    @torch.no_grad()
+    def project_poses(self, clip: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+        """CLIP embedding + pose vectors (N, 4) -> the UNet's cross-attention input (N, 1, D)."""
+        n = poses.shape[0]
+        tokens = torch.cat([clip.expand(n, -1), poses.to(device=clip.device, dtype=clip.dtype)], dim=-1)[:, None]
+        return self.projection(tokens)
 
     # --- sampling --------------------------------------------------------------------------
 
