@@ -213,13 +213,9 @@ def refine(
         idx = torch.randint(len(pixels.view), (min(options.samples, len(pixels.view)),), generator=gen).to(dev)
         verts = base + offsets if move else base
         bary = barycentrics(verts, faces_t, pixels, idx, w2c, focal, (width, height))
-        corner_ids = faces_t[pixels.face[idx]]  # (S, 3)
         albedo_v = torch.sigmoid(raw_albedo)
-        albedo = (bary[..., None] * albedo_v[corner_ids]).sum(1)
         normals_v = vertex_normals_torch(verts, faces_t) if move else fixed_normals
-        normal = (bary[..., None] * normals_v[corner_ids]).sum(1)
-        normal = normal / torch.linalg.vector_norm(normal, dim=1, keepdim=True).clamp_min(1e-12)
-        shading = light.shading(normal)
+        albedo, shading = _shade(bary, faces_t[pixels.face[idx]], albedo_v, normals_v, light)
         rendered = albedo * shading[:, None]
         target = pixels.rgb[idx]
         gamma = 1 / 2.2  # perceptual weighting, so dark regions count like the metrics count them
@@ -229,7 +225,7 @@ def refine(
         loss = photo + options.w_illum * illum + options.w_albedo_tv * tv
         if guide is not None and step >= options.steps - options.sds_steps:
             pose = _sds_camera(options.sds_elevations, centre, radius, sds_gen)
-            sds = _masked_sds(guide, pose, centre, verts, faces_t, albedo_v, light, seen, camera_angle_x, sds_gen)
+            sds = _masked_sds(guide, pose, centre, verts, faces_t, albedo_v, normals_v, light, seen, camera_angle_x, sds_gen)
             if sds is not None:
                 loss = loss + options.w_sds * sds
         if move:
@@ -254,6 +250,15 @@ def refine(
     )
 
 
+def _shade(
+    bary: torch.Tensor, corners: torch.Tensor, albedo_v: torch.Tensor, normals_v: torch.Tensor, light: SGLight
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Albedo (S, 3) and shading (S,) at surface points given by barycentrics over ``corners``."""
+    albedo = (bary[..., None] * albedo_v[corners]).sum(1)
+    normal = (bary[..., None] * normals_v[corners]).sum(1)
+    normal = normal / torch.linalg.vector_norm(normal, dim=1, keepdim=True).clamp_min(1e-12)
+    return albedo, light.shading(normal)
+
 
 def _sds_camera(elevations: tuple[float, float], centre: np.ndarray, radius: float, generator: torch.Generator) -> np.ndarray:
     """c2w of a random camera on the sphere of the input cameras, aimed at their centre."""
@@ -269,6 +274,7 @@ def _masked_sds(
     vertices: torch.Tensor,
     faces: torch.Tensor,
     albedo_v: torch.Tensor,
+    normals_v: torch.Tensor,
     light: SGLight,
     seen: torch.Tensor,
     camera_angle_x: float,
@@ -298,13 +304,8 @@ def _masked_sds(
     w2c = torch.as_tensor(np.linalg.inv(c2w), dtype=torch.float32, device=device)[None]
     focal = focal_px(camera_angle_x, size)
     bary = barycentrics(vertices.detach(), faces, pixels, torch.arange(len(face), device=device), w2c, focal, (size, size))
-    corners = faces[face]
-    albedo = (bary[..., None] * albedo_v[corners]).sum(1)
-    with torch.no_grad():
-        normals = vertex_normals_torch(vertices.detach(), faces)
-        normal = (bary[..., None] * normals[corners]).sum(1)
-        shading = light.shading(normal / torch.linalg.vector_norm(normal, dim=1, keepdim=True).clamp_min(1e-12))
-    colour = linear_to_srgb(albedo * shading[:, None])
+    albedo, shading = _shade(bary, faces[face], albedo_v, normals_v.detach(), light)
+    colour = linear_to_srgb(albedo * shading.detach()[:, None])
     flat = torch.as_tensor(rows * size + cols, dtype=torch.long, device=device)
     image = torch.ones((size * size, 3), device=device).index_put((flat,), colour)
     mask = torch.zeros(size * size, device=device).index_put((flat,), unseen.float())
