@@ -67,6 +67,13 @@ def tiny_pipelines(tmp: Path):
     return zero, sv3d
 
 
+def quiet(pipe, compile_unet: bool) -> None:
+    """No progress bars while timing; ``torch.compile`` the UNet if asked."""
+    if compile_unet:
+        pipe.unet = torch.compile(pipe.unet)
+    pipe.set_progress_bar_config(disable=True)
+
+
 def subject_on_white(size: int, colour: tuple[int, int, int]) -> np.ndarray:
     """A flat-coloured block on white: input preparation finds it like a real subject."""
     image = np.full((size, size, 3), 255, np.uint8)
@@ -118,9 +125,7 @@ def main() -> None:
     tiny = None if full else tiny_pipelines(Path(tempfile.mkdtemp()))
     if "zero123" in args.models:
         zero, z_size = (full_zero123(dtype, device), 256) if full else (tiny[0], 64)
-        if args.compile and cuda:
-            zero.unet = torch.compile(zero.unet)
-        zero.set_progress_bar_config(disable=True)
+        quiet(zero, compile_unet=args.compile and cuda)
         image = subject_on_white(z_size, (180, 60, 40))
         poses = [SphericalPose(10.0, -90.0 + 360.0 * i / args.views) for i in range(args.views)]
         zero(image, poses[:1], num_inference_steps=2)  # warm-up (kernels, compile)
@@ -133,9 +138,7 @@ def main() -> None:
             torch.cuda.empty_cache()
     if "sv3d" in args.models:
         sv3d, s_size = (full_sv3d(dtype, device), 576) if full else (tiny[1], 64)
-        if args.compile and cuda:
-            sv3d.unet = torch.compile(sv3d.unet)
-        sv3d.set_progress_bar_config(disable=True)
+        quiet(sv3d, compile_unet=args.compile and cuda)
         image = subject_on_white(s_size, (40, 90, 200))
         sv3d(image, None, num_inference_steps=1)  # warm-up
         for steps in steps_for((25, 50)):
