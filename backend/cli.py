@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("role", choices=["server", "client"])
     p.add_argument("folder", type=Path)
     p.add_argument("--name", help="file name stem (default: the role)")
+    p.add_argument("--force", action="store_true", help="replace an existing key pair of that name")
     p.set_defaults(func=cmd_keys)
     return parser
 
@@ -364,7 +365,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from .server.security import generate_keys
 
-    public, secret = generate_keys(args.folder, args.name or args.role)
+    public, secret = generate_keys(args.folder, args.name or args.role, force=args.force)
     print(f"public key: {public}\nsecret key: {secret} (keep it private)")
     if args.role == "server":
         print(f"serve with: blend123 serve --bind tcp://0.0.0.0:5123 --curve-secret {secret} --curve-clients DIR_OF_CLIENT_KEYS")
