@@ -7,7 +7,8 @@ Nothing here downloads. A model is found, in this order, at:
 2. ``<models folder>/<name>``, the models folder being ``$BLEND123_MODELS_DIR`` or the
    per-user data folder (``blend123 doctor`` prints it);
 3. the local Hugging Face cache (``$HF_HOME`` / ``$HF_HUB_CACHE``) for each known repo id,
-   looked up with ``local_files_only=True`` so offline mode works and nothing is fetched.
+   read from the cache's folder layout: no huggingface_hub call, so no network access
+   at all (not even a DNS look-up), whatever ``HF_HUB_OFFLINE`` says.
 
 When none is found, :func:`missing_hint` says exactly what to download and where to put it.
 """
@@ -69,29 +70,57 @@ def _check_local(source: WeightsSource, path: Path) -> Path | None:
     return path if is_zero123_folder(path) else None
 
 
-def _hf_cache() -> str | None:
-    """``$HF_HUB_CACHE`` as set now (huggingface_hub reads it once, at import)."""
-    return os.environ.get("HF_HUB_CACHE") or None
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache folder, from the environment as it is *now*.
+
+    The same order as huggingface_hub's own constants, which it reads once at import:
+    ``$HF_HUB_CACHE``, ``$HUGGINGFACE_HUB_CACHE``, ``$HF_HOME/hub``,
+    ``$XDG_CACHE_HOME/huggingface/hub``, ``~/.cache/huggingface/hub``.
+    """
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def cached_snapshots(repo_id: str) -> list[Path]:
+    """The snapshot folders of a model repo in the local hub cache, ``refs/main`` first.
+
+    Read straight from the cache's documented layout (``models--ORG--NAME/refs/main``,
+    ``snapshots/<revision>/``): huggingface_hub's download functions resolve DNS even
+    with ``local_files_only=True``, and a weights lookup must never touch the network.
+    """
+    repo = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    snapshots = repo / "snapshots"
+    try:
+        found = [p for p in snapshots.iterdir() if p.is_dir()]
+    except OSError:  # not cached (or unreadable): nothing here
+        return []
+    main: Path | None = None
+    try:
+        main = snapshots / (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        pass
+    # The revision main points at first, then the newest other snapshot.
+    return sorted(found, key=lambda p: (p != main, -p.stat().st_mtime))
 
 
 def _from_hf_cache(source: WeightsSource) -> Path | None:
-    try:
-        from huggingface_hub import hf_hub_download, snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-    except ImportError:  # pragma: no cover - huggingface-hub comes with diffusers
-        return None
     for repo_id in source.repo_ids:
-        try:
-            if source.filename:
-                found = Path(hf_hub_download(repo_id, source.filename, local_files_only=True, cache_dir=_hf_cache()))
-            else:
-                found = Path(snapshot_download(repo_id, local_files_only=True, cache_dir=_hf_cache()))
-        except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-            continue
-        checked = _check_local(source, found)
-        if checked is not None:
-            return checked
+        for snapshot in cached_snapshots(repo_id):
+            checked = _check_local(source, snapshot)
+            if checked is not None:
+                return checked
     return None
+
+
+def download_command(repo_id: str, filename: str = "", target: Path | None = None) -> str:
+    """The download command of the current huggingface_hub CLI (``hf``; ``huggingface-cli`` is gone)."""
+    parts = ["hf", "download", repo_id] + ([filename] if filename else []) + ([f"--local-dir {target}"] if target else [])
+    return " ".join(parts)
 
 
 def locate(source: WeightsSource) -> Path | None:
@@ -114,18 +143,15 @@ def resolve(path_or_repo_id: str | os.PathLike, filename: str = "") -> Path:
     text = str(path_or_repo_id)
     if text.count("/") != 1 or text.startswith((".", "/", "~")):
         raise FileNotFoundError(f"no model at '{text}'")
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        if filename:
-            return Path(hf_hub_download(text, filename, local_files_only=True, cache_dir=_hf_cache()))
-        return Path(snapshot_download(text, local_files_only=True, cache_dir=_hf_cache()))
-    except (LocalEntryNotFoundError, FileNotFoundError) as exc:
-        raise FileNotFoundError(
-            f"'{text}' is not a local path and is not in the Hugging Face cache; "
-            f"download it first: huggingface-cli download {text}" + (f" {filename}" if filename else "")
-        ) from exc
+    for snapshot in cached_snapshots(text):
+        if not filename:
+            return snapshot
+        if (snapshot / filename).is_file():
+            return snapshot / filename
+    raise FileNotFoundError(
+        f"'{text}' is not a local path and is not in the Hugging Face cache; "
+        f"download it first: {download_command(text, filename)}"
+    )
 
 
 def missing_hint(source: WeightsSource) -> str:
@@ -138,11 +164,11 @@ def missing_hint(source: WeightsSource) -> str:
     size = f" (~{source.size_hint})" if source.size_hint else ""
     if source.filename:
         what = f"{source.filename} from https://huggingface.co/{repo}{size}"
-        command = f"huggingface-cli download {repo} {source.filename} --local-dir {target}"
+        command = download_command(repo, source.filename, target)
         where = f"{target / source.filename}"
     else:
         what = f"the diffusers-layout repo https://huggingface.co/{repo}{size}"
-        command = f"huggingface-cli download {repo} --local-dir {target}"
+        command = download_command(repo, "", target)
         where = f"{target}/ (with unet/, vae/, image_encoder/, scheduler/ and clip_camera_projection/ or cc_projection/)"
     prefix = f"{source.env_var}={configured} does not hold the weights. " if configured else ""
     return (
