@@ -20,7 +20,8 @@ from typing import Iterator
 import numpy as np
 
 from blend123.protocol.codec import Limits
-from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS
+from blend123.protocol import settings as S
+from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS, CameraIntrinsics
 from blend123.protocol.client import Client, CurveClientKeys
 from blend123.protocol.errors import ProtocolError
 from blend123.protocol.messages import Done, Error, GenerationSettings, Mesh, Message, NovelView, Orbit, Progress, Reconstruct, View
@@ -134,21 +135,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_generation(p: argparse.ArgumentParser, resolution: int) -> None:
-    p.add_argument("--model", default="default", help="view-synthesis model (default: the built-in quick proxy, no weights)")
-    p.add_argument("--ref-elevation", type=float, default=0.0, help="elevation the reference image was seen from")
-    p.add_argument("--resolution", type=int, default=resolution)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fov", type=float, default=DEFAULT_FOV_DEG, help="field of view of the generated views, degrees")
-    p.add_argument("--radius", type=float, default=DEFAULT_RADIUS)
+def _bounded(setting: S.Setting, kind: type):
+    """An argparse type that refuses values outside ``setting``'s bounds (defined once, in
+    the protocol), at parse time rather than after a job ran."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        try:
+            setting.check(value)
+        except ProtocolError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _add_generation(p: argparse.ArgumentParser, resolution: int = S.RESOLUTION.default) -> None:
+    p.add_argument("--model", default=S.MODEL.default, help="view-synthesis model (default: the built-in quick proxy, no weights)")
+    p.add_argument("--ref-elevation", type=_bounded(S.ELEVATION, float), default=S.ELEVATION.default, help="elevation the reference image was seen from")
+    p.add_argument("--ref-fov", type=_bounded(S.REFERENCE_FOV, float), default=S.REFERENCE_FOV.default, help=f"{S.REFERENCE_FOV.help} (default %(default)s)")
+    p.add_argument("--resolution", type=_bounded(S.RESOLUTION, int), default=resolution, help=S.RESOLUTION.help)
+    p.add_argument("--steps", type=_bounded(S.STEPS, int), default=S.STEPS.default, help=S.STEPS.help)
+    p.add_argument("--guidance", type=_bounded(S.GUIDANCE, float), default=S.GUIDANCE.default, help=S.GUIDANCE.help)
+    p.add_argument("--seed", type=_bounded(S.SEED, int), default=S.SEED.default)
+    p.add_argument("--fov", type=_bounded(S.FOV, float), default=S.FOV.default, help=f"{S.FOV.help} (default %(default)s)")
+    p.add_argument("--aspect", type=float, default=1.0, help="width / height of the returned views (default 1: square)")
+    p.add_argument("--radius", type=_bounded(S.RADIUS, float), default=S.RADIUS.default, help=S.RADIUS.help)
     _add_connection(p)
 
 
 def _add_mesh(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--texture-size", type=int, default=1024)
-    p.add_argument("--max-faces", type=int, default=50_000)
+    p.add_argument("--texture-size", type=_bounded(S.TEXTURE_SIZE, int), default=S.TEXTURE_SIZE.default, help=S.TEXTURE_SIZE.help)
+    p.add_argument("--max-faces", type=_bounded(S.MAX_FACES, int), default=S.MAX_FACES.default, help=S.MAX_FACES.help)
     p.add_argument(
         "--sds-model",
         default="",
@@ -164,7 +186,23 @@ def _add_connection(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> GenerationSettings:
-    return GenerationSettings(args.model, args.ref_elevation, args.radius, args.fov, args.resolution, args.steps, args.guidance, args.seed)
+    if not 0.05 <= args.aspect <= 20.0:
+        raise CommandError(f"--aspect {args.aspect} is not a camera frame", "give width / height, e.g. 1.778 for 16:9")
+    # The asking camera: --fov across the width, --aspect for its frame.
+    width = args.resolution if args.aspect >= 1.0 else max(1, round(args.resolution * args.aspect))
+    height = args.resolution if args.aspect < 1.0 else max(1, round(args.resolution / args.aspect))
+    camera = CameraIntrinsics.from_fov_x(math.radians(args.fov), width, height)
+    return GenerationSettings(
+        model=args.model,
+        reference_elevation=args.ref_elevation,
+        radius=args.radius,
+        reference_fov_deg=args.ref_fov,
+        camera=camera,
+        resolution=args.resolution,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+    )
 
 
 # --- connection -----------------------------------------------------------------------------------

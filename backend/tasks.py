@@ -61,7 +61,7 @@ def _synthesize(image: np.ndarray, poses: list[tuple[float, float, float]], sett
     ctx.progress("load model", 0.0)
     model = ctx.models.get(settings.model)
     reference = reference_pose(settings.reference_elevation, settings.radius)
-    camera_angle_x = math.radians(settings.fov_deg)
+    camera_angle_x = settings.asking_camera().camera_angle_x  # interim: square views
     views_dir = ctx.folder / "views"
     views_dir.mkdir(exist_ok=True)
     frames = []

@@ -192,3 +192,209 @@ def pixel_rays(c2w, camera_angle_x: float, width: int, height: int) -> tuple[np.
     dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
     origins = np.broadcast_to(c2w[:3, 3], dirs.shape).copy()
     return origins, dirs
+
+
+# --- the asking camera's full intrinsics ------------------------------------------------
+
+#: Blender's sensor fit values.
+SENSOR_FITS = ("AUTO", "HORIZONTAL", "VERTICAL")
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """A pinhole camera's frame: what a Blender camera's lens, sensor, sensor fit, lens
+    shift and render resolution decide. Pixels are square unless ``fov_x``/``fov_y`` say
+    otherwise; x runs right, y down, pixel centres at +0.5.
+
+    ``shift_x``/``shift_y`` are Blender's lens shift *as with sensor fit AUTO*: in units of
+    the frame's larger side, + moves the frame right / up (the subject left / down).
+    :meth:`from_blender` converts the other fits to that unit, so one field means one thing.
+    """
+
+    fov_x_deg: float  # horizontal field of view, across ``width``
+    fov_y_deg: float  # vertical field of view, across ``height``
+    width: int
+    height: int
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+
+    # --- construction ---
+
+    @classmethod
+    def from_blender(
+        cls,
+        lens_mm: float,
+        sensor_width_mm: float,
+        sensor_height_mm: float,
+        sensor_fit: str,
+        shift_x: float,
+        shift_y: float,
+        res_x: int,
+        res_y: int,
+    ) -> "CameraIntrinsics":
+        """As Blender frames a perspective camera (``BKE_camera_params_compute_viewplane``):
+        AUTO fits ``sensor_width`` to the larger side; HORIZONTAL ``sensor_width`` to the
+        width; VERTICAL ``sensor_height`` to the height. Shift is in units of the fitted side."""
+        if sensor_fit not in SENSOR_FITS:
+            raise ValueError(f"sensor_fit must be one of {SENSOR_FITS}, got {sensor_fit!r}")
+        if sensor_fit == "AUTO":
+            horizontal = res_x >= res_y
+            sensor = sensor_width_mm
+        else:
+            horizontal = sensor_fit == "HORIZONTAL"
+            sensor = sensor_width_mm if horizontal else sensor_height_mm
+        fit_px, other_px = (res_x, res_y) if horizontal else (res_y, res_x)
+        half_fit = 0.5 * sensor / lens_mm  # tan(half angle) along the fitted side
+        half_other = half_fit * other_px / fit_px  # square pixels
+        tan_x, tan_y = (half_fit, half_other) if horizontal else (half_other, half_fit)
+        # Shift in fitted-side units -> larger-side units.
+        unit = fit_px / max(res_x, res_y)
+        return cls(
+            math.degrees(2.0 * math.atan(tan_x)),
+            math.degrees(2.0 * math.atan(tan_y)),
+            int(res_x),
+            int(res_y),
+            shift_x * unit,
+            shift_y * unit,
+        )
+
+    @classmethod
+    def square(cls, fov_deg: float, size: int) -> "CameraIntrinsics":
+        """A square, centred frame with ``fov_deg`` both ways (the models' own cameras)."""
+        return cls(fov_deg, fov_deg, int(size), int(size))
+
+    @classmethod
+    def from_fov_x(cls, camera_angle_x: float, width: int, height: int) -> "CameraIntrinsics":
+        """Square pixels, centred, horizontal FOV ``camera_angle_x`` (radians) across ``width``."""
+        tan_y = math.tan(0.5 * camera_angle_x) * height / width
+        return cls(math.degrees(camera_angle_x), math.degrees(2.0 * math.atan(tan_y)), int(width), int(height))
+
+    @classmethod
+    def from_focal(cls, fl_x: float, fl_y: float, cx: float, cy: float, width: int, height: int) -> "CameraIntrinsics":
+        """From pixel focal lengths and principal point (``transforms.json``'s fl_x ... h)."""
+        side = max(width, height)
+        return cls(
+            math.degrees(2.0 * math.atan(0.5 * width / fl_x)),
+            math.degrees(2.0 * math.atan(0.5 * height / fl_y)),
+            int(width),
+            int(height),
+            (0.5 * width - cx) / side,
+            (cy - 0.5 * height) / side,
+        )
+
+    # --- derived values ---
+
+    @property
+    def camera_angle_x(self) -> float:
+        """Horizontal field of view in radians (NeRF's ``camera_angle_x``)."""
+        return math.radians(self.fov_x_deg)
+
+    @property
+    def camera_angle_y(self) -> float:
+        return math.radians(self.fov_y_deg)
+
+    @property
+    def aspect(self) -> float:
+        return self.width / self.height
+
+    @property
+    def fx(self) -> float:
+        return 0.5 * self.width / math.tan(0.5 * self.camera_angle_x)
+
+    @property
+    def fy(self) -> float:
+        return 0.5 * self.height / math.tan(0.5 * self.camera_angle_y)
+
+    @property
+    def cx(self) -> float:
+        return 0.5 * self.width - self.shift_x * max(self.width, self.height)
+
+    @property
+    def cy(self) -> float:
+        return 0.5 * self.height + self.shift_y * max(self.width, self.height)
+
+    def matrix(self) -> np.ndarray:
+        """The 3x3 pixel intrinsics K (OpenCV layout; the camera's y and z flipped)."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    def is_simple(self) -> bool:
+        """Square frame, square pixels, no shift: ``camera_angle_x`` alone describes it."""
+        return self.width == self.height and abs(self.fx - self.fy) < 1e-9 * self.fx and self.shift_x == 0.0 and self.shift_y == 0.0
+
+    def resized(self, longer_side: int) -> "CameraIntrinsics":
+        """The same frame (angles, shift) at ``longer_side`` pixels along its longer side."""
+        scale = longer_side / max(self.width, self.height)
+        w = max(1, int(round(self.width * scale)))
+        h = max(1, int(round(self.height * scale)))
+        if (w, h) == (self.width, self.height):
+            return self
+        # Keep the angles of the frame edges: refit the FOVs to the rounded pixel counts.
+        tan_x = math.tan(0.5 * self.camera_angle_x)
+        tan_y = math.tan(0.5 * self.camera_angle_y)
+        fov_x = math.degrees(2.0 * math.atan(tan_x * (w / (self.width * scale))))
+        fov_y = math.degrees(2.0 * math.atan(tan_y * (h / (self.height * scale))))
+        return CameraIntrinsics(fov_x, fov_y, w, h, self.shift_x, self.shift_y)
+
+    def transforms_fields(self) -> dict[str, float]:
+        """The keys NeRF-style tools (instant-ngp, nerfstudio) write into ``transforms.json``."""
+        return {
+            "camera_angle_x": self.camera_angle_x,
+            "camera_angle_y": self.camera_angle_y,
+            "fl_x": self.fx,
+            "fl_y": self.fy,
+            "cx": self.cx,
+            "cy": self.cy,
+            "w": self.width,
+            "h": self.height,
+        }
+
+    # --- projection ---
+
+    def project(self, c2w, points) -> tuple[np.ndarray, np.ndarray]:
+        """World points to pixels (x right, y down, centres at +0.5) and depth along the axis."""
+        c2w = np.asarray(c2w, dtype=np.float64)
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        w2c = np.linalg.inv(c2w)
+        cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
+        depth = -cam[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = self.cx + self.fx * cam[:, 0] / depth
+            y = self.cy - self.fy * cam[:, 1] / depth
+        return np.stack([x, y], axis=1), depth
+
+    def camera_directions(self, xs=None, ys=None) -> np.ndarray:
+        """Camera-space directions (z = -1) through pixel centres, (H, W, 3)."""
+        xs = np.arange(self.width) + 0.5 if xs is None else np.asarray(xs, dtype=np.float64)
+        ys = np.arange(self.height) + 0.5 if ys is None else np.asarray(ys, dtype=np.float64)
+        gx, gy = np.meshgrid((xs - self.cx) / self.fx, -(ys - self.cy) / self.fy)
+        return np.stack([gx, gy, -np.ones_like(gx)], axis=-1)
+
+    def rays(self, c2w) -> tuple[np.ndarray, np.ndarray]:
+        """World-space ray origins and unit directions through every pixel centre, (H, W, 3)."""
+        c2w = np.asarray(c2w, dtype=np.float64)
+        dirs = self.camera_directions() @ c2w[:3, :3].T
+        dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+        return np.broadcast_to(c2w[:3, 3], dirs.shape).copy(), dirs
+
+
+@dataclass(frozen=True)
+class NativeCamera:
+    """The camera a view-synthesis model was trained with, as ``hello`` advertises it.
+
+    ``None`` means "any": the model renders in whatever lens or distance it is asked for
+    (the built-in default model). Distances are in the model's own world units, where the
+    subject spans ``fill`` of the frame's side seen from ``radius``.
+    """
+
+    fov_deg: float | None = None  # the lens of its outputs (and its expected input)
+    fill: float | None = None  # share of the frame's side the subject's larger side spans in its input
+    radius: float | None = None  # distance its input view is taken to be seen from
+    min_radius: float | None = None  # the distance range its outputs can take
+    max_radius: float | None = None
+    resolution: int | None = None  # its square output side, pixels
+
+    def subject_size(self) -> float:
+        """The subject's larger side in the model's world units (its input framing)."""
+        if self.fov_deg is None or self.fill is None or self.radius is None:
+            raise ValueError("a model that takes any camera has no world of its own")
+        return self.fill * 2.0 * self.radius * math.tan(math.radians(self.fov_deg) / 2.0)

@@ -11,7 +11,37 @@ seen from above (+90 moves the camera from -Y to +X); radii are world units abou
 subject centre, which is the world origin of the backend's outputs.
 
 Field values are checked by :meth:`validate` after decoding, so the server never runs a
-request whose values are out of range.
+request whose values are out of range. Defaults and bounds come from :mod:`.settings`.
+
+Two cameras travel with a view-synthesis request (:class:`GenerationSettings`), and they
+are different things:
+
+* the **reference camera** took the photo: ``reference_elevation``, ``radius`` (its
+  distance to the subject centre) and ``reference_fov_deg`` (its horizontal field of view
+  across the photo's width). With the subject's extent in the photo they fix the
+  subject's true world size;
+* the **asking camera** is the one whose view is wanted: its pose is in the request's
+  poses, its lens in ``camera`` (a :class:`~.camera.CameraIntrinsics`; ``None`` asks for a
+  square view with the default field of view). Every returned :class:`View` is in *that*
+  lens, at ``resolution`` pixels along its longer side, and records its intrinsics.
+
+Filling the asking camera from a Blender camera (numbers only, no bpy needed here)::
+
+    cam, render = camera_object.data, scene.render
+    camera = CameraIntrinsics.from_blender(
+        lens_mm=cam.lens, sensor_width_mm=cam.sensor_width, sensor_height_mm=cam.sensor_height,
+        sensor_fit=cam.sensor_fit,            # "AUTO", "HORIZONTAL" or "VERTICAL"
+        shift_x=cam.shift_x, shift_y=cam.shift_y,
+        res_x=render.resolution_x * render.resolution_percentage // 100,
+        res_y=render.resolution_y * render.resolution_percentage // 100,
+    )
+    settings = GenerationSettings(model=..., reference_elevation=..., radius=|R - C|,
+                                  reference_fov_deg=<R's horizontal FOV>, camera=camera)
+
+The returned view then fills that camera's frame exactly (an image plane of the frame's
+size and shift at any distance). ``steps`` and ``guidance`` left ``None`` run the model's
+own defaults (``hello``'s :class:`ModelInfo` says which settings a model takes; the
+default model takes neither and refuses them).
 """
 
 from __future__ import annotations
@@ -22,19 +52,20 @@ from typing import ClassVar
 
 import numpy as np
 
-from .camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS
+from . import settings as S
+from .camera import DEFAULT_FOV_DEG, CameraIntrinsics, NativeCamera
 from .errors import BAD_REQUEST, ProtocolError
 from .version import PROTOCOL_VERSION
 
 #: Every message class, by its wire name.
 MESSAGE_TYPES: dict[str, type] = {}
 
-# Ranges accepted by the backend. Generous, but keep a typo from asking for a week of GPU.
-MAX_IMAGE_SIDE = 4096
-MAX_VIEWS_PER_REQUEST = 64
-MAX_STEPS = 500
-MAX_TEXTURE_SIZE = 4096
-MAX_FACES = 2_000_000
+# Ranges accepted by the backend, as :mod:`.settings` defines them.
+MAX_IMAGE_SIDE = int(S.IMAGE_SIDE.high)
+MAX_VIEWS_PER_REQUEST = int(S.VIEWS.high)
+MAX_STEPS = int(S.STEPS.high)
+MAX_TEXTURE_SIZE = int(S.TEXTURE_SIZE.high)
+MAX_FACES = int(S.MAX_FACES.high)
 
 
 def message(name: str):
@@ -55,6 +86,18 @@ def _fail(message_: str, hint: str = "") -> None:
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not (low <= value <= high) or (isinstance(value, float) and not math.isfinite(value)):
         _fail(f"{name}={value!r} is out of range [{low}, {high}]")
+
+
+def check_camera(name: str, camera: CameraIntrinsics) -> None:
+    """An asking or recorded camera: finite angles, a frame of sane size, a bounded shift."""
+    S.CAMERA_FOV.check(camera.fov_x_deg, f"{name}.fov_x_deg")
+    S.CAMERA_FOV.check(camera.fov_y_deg, f"{name}.fov_y_deg")
+    S.RENDER_SIDE.check(camera.width, f"{name}.width")
+    S.RENDER_SIDE.check(camera.height, f"{name}.height")
+    S.SHIFT.check(camera.shift_x, f"{name}.shift_x")
+    S.SHIFT.check(camera.shift_y, f"{name}.shift_y")
+    if not 1e-3 <= camera.aspect <= 1e3:
+        _fail(f"{name} is {camera.width}x{camera.height}; that aspect is not a camera frame")
 
 
 def _check_image(name: str, image: np.ndarray, *, batched: bool = False) -> None:
@@ -81,27 +124,36 @@ class Message:
 
 @dataclass
 class GenerationSettings:
-    """Settings shared by the view-synthesis requests."""
+    """Settings shared by the view-synthesis requests (see the module docstring for the
+    two cameras). ``steps``/``guidance`` ``None``: the model's own defaults."""
 
-    model: str = "default"
-    reference_elevation: float = 0.0
-    radius: float = DEFAULT_RADIUS
-    fov_deg: float = DEFAULT_FOV_DEG
-    resolution: int = 256
-    steps: int = 50
-    guidance: float = 3.0
-    seed: int = 0
+    model: str = S.MODEL.default
+    reference_elevation: float = S.ELEVATION.default
+    radius: float = S.RADIUS.default  # the reference camera's distance to the subject centre
+    reference_fov_deg: float = S.REFERENCE_FOV.default
+    camera: CameraIntrinsics | None = None  # the asking camera; None: square, default FOV
+    resolution: int = S.RESOLUTION.default  # longer side of the returned views
+    steps: int | None = S.STEPS.default
+    guidance: float | None = S.GUIDANCE.default
+    seed: int = S.SEED.default
 
     def validate(self) -> None:
         if not self.model:
             _fail("model name is empty", "ask `hello` for the models this backend has")
-        _check_range("reference_elevation", self.reference_elevation, -90.0, 90.0)
-        _check_range("radius", self.radius, 1e-3, 1e6)
-        _check_range("fov_deg", self.fov_deg, 1.0, 170.0)
-        _check_range("resolution", self.resolution, 32, 2048)
-        _check_range("steps", self.steps, 1, MAX_STEPS)
-        _check_range("guidance", self.guidance, 0.0, 50.0)
-        _check_range("seed", self.seed, 0, 2**63 - 1)
+        S.ELEVATION.check(self.reference_elevation, "reference_elevation")
+        S.RADIUS.check(self.radius)
+        S.REFERENCE_FOV.check(self.reference_fov_deg)
+        if self.camera is not None:
+            check_camera("camera", self.camera)
+        S.RESOLUTION.check(self.resolution)
+        S.STEPS.check(self.steps)
+        S.GUIDANCE.check(self.guidance)
+        S.SEED.check(self.seed)
+
+    def asking_camera(self) -> CameraIntrinsics:
+        """The intrinsics of the views to return: the asking camera at ``resolution``."""
+        camera = self.camera or CameraIntrinsics.square(S.FOV.default, self.resolution)
+        return camera.resized(self.resolution)
 
 
 # --- requests -------------------------------------------------------------------------
@@ -126,7 +178,7 @@ class NovelView(Message):
     """One or more novel views of the reference image.
 
     ``poses`` is (N, 3) float: elevation (deg, absolute), azimuth (deg, relative to the
-    reference camera), radius (world units, <= 0 means the settings' radius).
+    reference camera), radius (world units, 0 means the settings' radius).
     """
 
     image: np.ndarray
@@ -140,6 +192,10 @@ class NovelView(Message):
             _fail(f"poses must be float (N, 3) [elevation, azimuth, radius] with 1 <= N <= {MAX_VIEWS_PER_REQUEST}, got {p.dtype} {p.shape}")
         if not np.isfinite(p).all() or (np.abs(p[:, 0]) > 90).any():
             _fail("pose elevations must be finite and within [-90, 90] degrees")
+        for e, a, r in p:
+            S.AZIMUTH.check(float(a), "pose azimuth")
+            if r != 0.0:  # 0: the settings' radius
+                S.RADIUS.check(float(r), "pose radius")
         self.settings.validate()
 
 
@@ -155,20 +211,20 @@ class Orbit(Message):
     image: np.ndarray
     elevations: list[float] = field(default_factory=lambda: [0.0])
     azimuths: list[float] = field(default_factory=list)
-    views: int = ORBIT_VIEWS
+    views: int = S.VIEWS.default
     settings: GenerationSettings = field(default_factory=GenerationSettings)
 
     def validate(self) -> None:
         _check_image("image", self.image)
-        _check_range("views", self.views, 1, MAX_VIEWS_PER_REQUEST)
+        S.VIEWS.check(self.views)
         if len(self.elevations) not in (1, self.views):
             _fail(f"give 1 elevation or one per view ({self.views}), got {len(self.elevations)}")
         if self.azimuths and len(self.azimuths) != self.views:
             _fail(f"give no azimuths or one per view ({self.views}), got {len(self.azimuths)}")
         for e in self.elevations:
-            _check_range("elevation", e, -90.0, 90.0)
+            S.ELEVATION.check(e)
         for a in self.azimuths:
-            _check_range("azimuth", a, -1e4, 1e4)
+            S.AZIMUTH.check(a)
         self.settings.validate()
 
 
@@ -179,6 +235,8 @@ class Reconstruct(Message):
 
     Either ``images`` + ``c2w`` (camera-to-world, NeRF "Blender" convention), or
     ``source_job``: the id of a finished orbit job whose views the server already holds.
+    The images' lens is ``camera`` when given (non-square frames, shifted lenses, non-square
+    pixels), else ``camera_angle_x`` across the width with square pixels, centred.
 
     ``sds_model`` (optional): a Zero123-class model that paints the surfaces no view saw
     by masked score distillation, conditioned on ``sds_image`` (the reference photo, RGBA)
@@ -190,13 +248,16 @@ class Reconstruct(Message):
     c2w: np.ndarray | None = None
     camera_angle_x: float = math.radians(DEFAULT_FOV_DEG)
     source_job: str = ""
-    texture_size: int = 1024
-    max_faces: int = 50_000
+    texture_size: int = S.TEXTURE_SIZE.default
+    max_faces: int = S.MAX_FACES.default
     sds_model: str = ""
     sds_image: np.ndarray | None = None
     sds_c2w: np.ndarray | None = None
+    camera: CameraIntrinsics | None = None  # the images' full intrinsics (supersedes camera_angle_x)
 
     def validate(self) -> None:
+        if self.source_job and self.camera is not None:
+            _fail("give camera only with images + c2w; a source_job's views carry their own")
         if self.source_job:
             if self.images is not None or self.c2w is not None:
                 _fail("give either source_job or images + c2w, not both")
@@ -209,9 +270,14 @@ class Reconstruct(Message):
                 _fail(f"reconstruct needs 2..{MAX_VIEWS_PER_REQUEST} views, got {n}")
             if self.c2w.shape != (n, 4, 4) or self.c2w.dtype.kind != "f" or not np.isfinite(self.c2w).all():
                 _fail(f"c2w must be finite float ({n}, 4, 4), got {self.c2w.dtype} {self.c2w.shape}")
+            if self.camera is not None:
+                check_camera("camera", self.camera)
+                h, w = self.images.shape[1:3]
+                if (self.camera.width, self.camera.height) != (w, h):
+                    _fail(f"camera is {self.camera.width}x{self.camera.height} but the images are {w}x{h}", "give the intrinsics of the images as sent")
         _check_range("camera_angle_x", self.camera_angle_x, 0.01, 3.0)
-        _check_range("texture_size", self.texture_size, 16, MAX_TEXTURE_SIZE)
-        _check_range("max_faces", self.max_faces, 100, MAX_FACES)
+        S.TEXTURE_SIZE.check(self.texture_size)
+        S.MAX_FACES.check(self.max_faces)
         if self.sds_model:
             if (self.sds_image is None) != (self.sds_c2w is None):
                 _fail("give sds_image and sds_c2w together (the reference photo and its camera)")
@@ -258,6 +324,10 @@ class ModelInfo:
     available: bool
     description: str = ""
     hint: str = ""  # what to download and where, when not available
+    native: NativeCamera = field(default_factory=NativeCamera)  # its own camera; all None: any
+    default_steps: int | None = None  # what runs when a request leaves steps unset
+    default_guidance: float | None = None  # likewise guidance (SV3D: the peak of its triangle)
+    takes: list[str] = field(default_factory=list)  # the optional settings it honours ("steps", ...)
 
 
 @message("hello_reply")
@@ -314,7 +384,7 @@ class View(Message):
     azimuth: float  # relative to the reference camera
     radius: float
     c2w: np.ndarray  # (4, 4) camera-to-world about the subject centre at the origin
-    camera_angle_x: float
+    camera_angle_x: float  # horizontal FOV of ``image``, radians (= camera.camera_angle_x)
     image: np.ndarray  # (H, W, 4) uint8 RGBA, first row at the top
     model: str = ""
     seq: int = 0
@@ -333,6 +403,12 @@ class Mesh(Message):
     glb: bytes = b""
     light_json: str = ""  # the fitted light, empty when none was fitted
     seq: int = 0
+    camera: CameraIntrinsics | None = None  # the intrinsics of ``image`` as returned
+
+    def intrinsics(self) -> CameraIntrinsics:
+        """``camera``, or for a view from an older sender the square frame of ``camera_angle_x``."""
+        h, w = self.image.shape[:2]
+        return self.camera or CameraIntrinsics.from_fov_x(self.camera_angle_x, w, h)
 
 
 @message("done")

@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 #: Bumped whenever a message changes incompatibly; both ends refuse a mismatch.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2

@@ -73,7 +73,7 @@ def test_hello_reply_with_nested_dataclasses():
     assert decode(wire(encode(reply))).message == reply
 
 
-def _header(body, t="novel_view", v=1):
+def _header(body, t="novel_view", v=codec.PROTOCOL_VERSION):
     return msgpack.packb({"v": v, "t": t, "id": "", "b": body}, use_bin_type=True)
 
 
