@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from blend123.backend.images import (
+    MASK_MAX_SIDE,
+    UNIFORM_BORDER_SHARE,
+    BusyBackgroundError,
     ImageError,
     as_rgba,
     load_rgba,
@@ -135,6 +140,92 @@ def test_busy_background_is_refused():
     with pytest.raises(ImageError) as err:
         subject_mask(photo)
     assert "background" in err.value.message and err.value.hint
+
+
+def border_share(rgb: np.ndarray, tolerance: float = 30.0) -> float:
+    """Share of border pixels near the median border colour (what the old check measured)."""
+    border = np.concatenate([rgb[0], rgb[-1], rgb[1:-1, 0], rgb[1:-1, -1]]).astype(float)
+    return float(np.mean(np.linalg.norm(border - np.median(border, axis=0), axis=1) <= tolerance))
+
+
+def blob_background(blobs: list[tuple[float, float, float, tuple[int, int, int]]], size: int = 240) -> np.ndarray:
+    """A grey backdrop with large colour blobs (cx, cy, r, colour) and a red subject in the middle."""
+    rgb = np.full((size, size, 3), 230.0)
+    for cx, cy, r, colour in blobs:
+        rgb[ellipse(size, size, cx, cy, r, r)] = colour
+    rgb[ellipse(size, size, size / 2, size / 2, 45, 60)] = (200, 40, 30)
+    rgb += np.random.default_rng(5).normal(0.0, 3.0, rgb.shape)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def test_large_colour_blobs_along_the_border_are_not_a_plain_background():
+    # Two-thirds of the border is grey (enough for the old 60% rule), the rest three blobs.
+    photo = blob_background([(0, 0, 60, (40, 90, 200)), (240, 120, 55, (30, 160, 60)), (60, 240, 30, (240, 200, 20))])
+    assert 0.6 < border_share(photo) < UNIFORM_BORDER_SHARE
+    with pytest.raises(BusyBackgroundError) as err:
+        subject_mask(photo)
+    assert "border" in err.value.message and "transparent background" in err.value.hint
+
+
+def test_separate_blobs_on_a_mostly_plain_border_are_refused():
+    # Most of the border is grey, but two separate pieces run along it: not the subject.
+    photo = blob_background([(0, 120, 30, (40, 90, 200)), (240, 60, 30, (30, 160, 60))])
+    assert border_share(photo) > UNIFORM_BORDER_SHARE
+    with pytest.raises(BusyBackgroundError, match="separate regions"):
+        subject_mask(photo)
+    # One blob along the border, apart from the subject: not a cut-out either.
+    photo = blob_background([(0, 120, 34, (40, 90, 200))])
+    with pytest.raises(BusyBackgroundError, match="stands apart"):
+        subject_mask(photo)
+
+
+@pytest.mark.parametrize("case", ["cut off by the frame", "gradient backdrop", "pair of objects"])
+def test_plain_backgrounds_still_pass(case):
+    h, w = 200, 240
+    if case == "cut off by the frame":  # a bust: the subject runs along the bottom edge
+        shape = ellipse(h, w, 120, 180, 50, 70)
+        image = on_white(shape, noise=3.0)
+    elif case == "gradient backdrop":  # a studio sweep, light to darker
+        shape = ellipse(h, w, 120, 100, 50, 60)
+        image = on_white(shape, noise=2.0).astype(float)
+        image[~shape] -= np.linspace(0, 35, h)[:, None, None].repeat(w, 1)[~shape]
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    else:  # two separate objects, neither touching the border
+        shape = ellipse(h, w, 70, 100, 35, 50) | ellipse(h, w, 170, 100, 35, 50)
+        image = on_white(shape, noise=3.0)
+    assert iou(subject_mask(image), shape) > 0.97
+
+
+def big_photo(side: int, alpha: bool) -> tuple[np.ndarray, np.ndarray]:
+    shape = ellipse(side, side, 0.45 * side, 0.55 * side, 0.3 * side, 0.2 * side)
+    shape &= ~ellipse(side, side, 0.3 * side, 0.55 * side, 0.01 * side, 0.01 * side)  # a tiny hole: filled
+    image = on_white(shape, noise=3.0)
+    if alpha:
+        image = np.dstack([image, np.where(shape, 255, 0).astype(np.uint8)])
+    return image, shape | ellipse(side, side, 0.3 * side, 0.55 * side, 0.01 * side, 0.01 * side)
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_large_photo_mask_is_computed_small_and_stays_accurate(alpha, record_property):
+    side = 4 * MASK_MAX_SIDE
+    image, expected = big_photo(side, alpha)
+    start = time.perf_counter()
+    mask = subject_mask(image)
+    record_property("subject_mask_s", time.perf_counter() - start)  # measured, not asserted
+    assert mask.shape == (side, side)
+    assert iou(mask, expected) > 0.995
+    # Edges stay smooth (bilinear, then halfway), not blocks of the 4x coarser grid.
+    wrong = mask ^ expected
+    assert wrong.sum() < 0.004 * expected.sum()
+    if alpha:  # the full-resolution alpha decides the edge: exact outside the filled hole
+        assert not (mask & (image[:, :, 3] == 0) & ~expected).any()
+
+
+def test_large_photo_frames_like_its_small_copy():
+    image, _ = big_photo(2048, alpha=False)
+    small = np.asarray(Image.fromarray(image).resize((256, 256), Image.Resampling.BOX))
+    big_frame, small_frame = prepare_reference(image, size=128), prepare_reference(small, size=128)
+    assert iou(big_frame.mask, small_frame.mask) > 0.97
 
 
 # --- framing ----------------------------------------------------------------------------
