@@ -15,13 +15,14 @@ from typing import Callable
 
 import numpy as np
 
-from blend123.protocol.camera import SphericalPose, orbit_relative_azimuths, reference_pose, world_azimuth
+from blend123.protocol.camera import CameraIntrinsics, SphericalPose, orbit_relative_azimuths, reference_pose, world_azimuth
 from blend123.protocol.errors import BAD_REQUEST, ProtocolError
-from blend123.protocol.messages import GenerationSettings, Mesh, Message, NovelView, Orbit, Reconstruct, View
+from blend123.protocol.messages import MAX_IMAGE_SIDE, GenerationSettings, Mesh, Message, NovelView, Orbit, Reconstruct, View
 
 from .images import save_rgba
 from .progress import ProgressFn
-from .synthesis.registry import ResidentModel
+from .synthesis.registry import ResidentModel, SynthesisRequest
+from .synthesis.scene import sample_bilinear
 
 
 @dataclass
@@ -61,37 +62,50 @@ def _synthesize(image: np.ndarray, poses: list[tuple[float, float, float]], sett
     ctx.progress("load model", 0.0)
     model = ctx.models.get(settings.model)
     reference = reference_pose(settings.reference_elevation, settings.radius)
-    camera_angle_x = settings.asking_camera().camera_angle_x  # interim: square views
+    camera = settings.asking_camera()  # the pixels every view comes back in
     views_dir = ctx.folder / "views"
     views_dir.mkdir(exist_ok=True)
     frames = []
     total = len(poses)
+    targets = [SphericalPose(elevation, world_azimuth(azimuth), radius) for elevation, azimuth, radius in poses]
+
+    def request_for(chunk: list[SphericalPose], start: int) -> SynthesisRequest:
+        def view_progress(stage: str, fraction: float) -> None:
+            ctx.progress("views", (start + len(chunk) * min(1.0, max(0.0, fraction))) / total)
+
+        return SynthesisRequest(
+            image, chunk, reference, settings.reference_fov_deg, camera,
+            steps=settings.steps, guidance=settings.guidance, seed=settings.seed, progress=view_progress,
+        )
+
+    model.check(request_for(targets, 0))  # refuse before any work, not after the first chunk
     # Diffusion models denoise several poses per call (SV3D: a whole orbit); the default
     # model renders one per call so each view streams back the moment it exists.
-    per_call = max(1, int(getattr(model, "max_poses_per_call", 1)))
-    extra = {"steps": settings.steps, "guidance": settings.guidance, "seed": settings.seed} if getattr(model, "accepts_settings", False) else {}
+    per_call = max(1, model.card.max_poses_per_call)
     for start in range(0, total, per_call):
-        chunk = poses[start : start + per_call]
-        targets = [SphericalPose(elevation, world_azimuth(azimuth), radius) for elevation, azimuth, radius in chunk]
-
-        def view_progress(stage: str, fraction: float, start: int = start, count: int = len(chunk)) -> None:
-            ctx.progress("views", (start + count * min(1.0, max(0.0, fraction))) / total)
-
-        rgbas = model(image, targets, reference=reference, camera_angle_x=camera_angle_x, resolution=settings.resolution, progress=view_progress, **extra)
-        for offset, ((elevation, azimuth, radius), pose, rgba) in enumerate(zip(chunk, targets, rgbas)):
+        chunk = targets[start : start + per_call]
+        rgbas = model(request_for(chunk, start))
+        for offset, ((elevation, azimuth, radius), pose, rgba) in enumerate(zip(poses[start:], chunk, rgbas)):
             index = start + offset
             c2w = pose.to_c2w()
             name = f"view_{index:03d}"
             save_rgba(views_dir / f"{name}.png", rgba)
             frames.append({"file_path": f"views/{name}.png", "transform_matrix": c2w.tolist(), "elevation": elevation, "azimuth": azimuth})
-            ctx.emit(View(ctx.job_id, index, total, elevation, azimuth, radius, c2w.astype(np.float32), camera_angle_x, rgba, model=settings.model))
+            view = View(ctx.job_id, index, total, elevation, azimuth, radius, c2w.astype(np.float32), camera.camera_angle_x, rgba,
+                        model=settings.model, camera=camera)
+            ctx.emit(view)
             ctx.progress("views", (index + 1) / total)
-    write_transforms(ctx.folder / "transforms.json", camera_angle_x, frames)
+    write_transforms(ctx.folder / "transforms.json", camera, frames)
 
 
-def write_transforms(path: Path, camera_angle_x: float, frames: list[dict]) -> None:
-    """A NeRF "Blender" ``transforms.json``; extra per-frame keys are ignored by readers."""
-    path.write_text(json.dumps({"camera_angle_x": camera_angle_x, "frames": frames}, indent=1))
+def write_transforms(path: Path, camera: CameraIntrinsics | float, frames: list[dict]) -> None:
+    """A NeRF "Blender" ``transforms.json`` with the intrinsics of the pixels it lists:
+    ``camera_angle_x`` (and ``camera_angle_y``) as the Blender datasets write them, plus
+    ``fl_x, fl_y, cx, cy, w, h`` as instant-ngp and nerfstudio do, so non-square frames and
+    shifted lenses read back exactly. A bare ``camera_angle_x`` (radians) is accepted for
+    views whose size is unknown. Extra per-frame keys are ignored by readers."""
+    fields = camera.transforms_fields() if isinstance(camera, CameraIntrinsics) else {"camera_angle_x": float(camera)}
+    path.write_text(json.dumps({**fields, "frames": frames}, indent=1))
 
 
 def _reconstruct(request: Reconstruct, ctx: TaskContext) -> None:
@@ -99,9 +113,13 @@ def _reconstruct(request: Reconstruct, ctx: TaskContext) -> None:
 
     ctx.models.release_if_memory_short()  # reconstruction needs the GPU more than a parked model
     if request.source_job:
-        images, c2w, camera_angle_x = views_of_job(ctx.source_events(request.source_job), request.source_job)
+        images, c2w, camera = views_of_job(ctx.source_events(request.source_job), request.source_job)
     else:
-        images, c2w, camera_angle_x = request.images, request.c2w.astype(np.float64), request.camera_angle_x
+        images, c2w = request.images, request.c2w.astype(np.float64)
+        h, w = images.shape[1:3]
+        camera = request.camera or CameraIntrinsics.from_fov_x(request.camera_angle_x, w, h)
+    # Reconstruction works in square, centred frames: other lenses are resampled into one.
+    images, camera_angle_x = square_views(images, camera)
     options = ReconstructionOptions(texture_size=request.texture_size, max_faces=request.max_faces)
     guide = _sds_guide(request, ctx) if request.sds_model else None
     result = reconstruct(images, c2w, camera_angle_x, options, ctx.progress, guide=guide)
@@ -123,20 +141,10 @@ def _reconstruct(request: Reconstruct, ctx: TaskContext) -> None:
 
 
 def _sds_guide(request: Reconstruct, ctx: TaskContext):
-    """The loaded Zero123-class model and the prepared reference photo, for masked SDS."""
-    from .reconstruction.sds import SDSGuide
-    from .synthesis.adapters import Zero123Synthesizer
-
+    """The loaded Zero123-class model's guide for masked SDS (other models refuse)."""
     model = ctx.models.get(request.sds_model)
-    if not isinstance(model, Zero123Synthesizer):
-        raise ProtocolError(
-            BAD_REQUEST,
-            f"sds_model {request.sds_model!r} is not a Zero123-class model",
-            "use zero123-xl or stable-zero123 (see `blend123 doctor` for what is installed)",
-        )
     image, c2w = sds_reference(request, ctx)
-    prepared = model.prepared(image)
-    return SDSGuide(model.pipe, prepared.astype(np.float32) / 255.0, c2w)
+    return model.sds_guide(image, c2w)
 
 
 def sds_reference(request: Reconstruct, ctx: TaskContext) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +162,7 @@ def sds_reference(request: Reconstruct, ctx: TaskContext) -> tuple[np.ndarray, n
     return source.image, reference_pose(settings.reference_elevation, settings.radius).to_c2w()
 
 
-def views_of_job(events: list[Message], job_id: str) -> tuple[np.ndarray, np.ndarray, float]:
+def views_of_job(events: list[Message], job_id: str) -> tuple[np.ndarray, np.ndarray, CameraIntrinsics]:
     views = sorted((e for e in events if isinstance(e, View)), key=lambda v: v.index)
     if len(views) < 2:
         raise ProtocolError(BAD_REQUEST, f"job {job_id} has {len(views)} view(s); reconstruction needs an orbit", "run an orbit first and pass its job id")
@@ -163,4 +171,25 @@ def views_of_job(events: list[Message], job_id: str) -> tuple[np.ndarray, np.nda
         raise ProtocolError(BAD_REQUEST, f"job {job_id} has views of different sizes {sorted(shapes)}")
     images = np.stack([v.image for v in views])
     c2w = np.stack([v.c2w.astype(np.float64) for v in views])
-    return images, c2w, views[0].camera_angle_x
+    return images, c2w, views[0].intrinsics()
+
+
+def square_views(images: np.ndarray, camera: CameraIntrinsics) -> tuple[np.ndarray, float]:
+    """The views in a square, centred, square-pixel camera that covers their whole frame
+    (same orientation, same focal density), and its ``camera_angle_x``. Views already in such
+    a camera pass through untouched; the rest are resampled, padded with transparency."""
+    if camera.is_simple():
+        return images, camera.camera_angle_x
+    corners = camera.directions_at([[0, 0], [camera.width, 0], [0, camera.height], [camera.width, camera.height]])
+    half_tan = float(np.abs(corners[:, :2]).max())  # the widest corner, either axis
+    focal = max(camera.fx, camera.fy)
+    side = int(min(MAX_IMAGE_SIDE, math.ceil(2.0 * half_tan * focal)))
+    square = CameraIntrinsics.square(math.degrees(2.0 * math.atan(half_tan)), side)
+    # Camera-space rays of the square frame, looked up in the views' own frame.
+    dirs = square.camera_directions().reshape(-1, 3)
+    xy = np.stack([camera.cx + camera.fx * dirs[:, 0], camera.cy - camera.fy * dirs[:, 1]], axis=1)
+    out = np.empty((len(images), side, side, 4), np.uint8)
+    for i, image in enumerate(images):
+        resampled = sample_bilinear(image.astype(np.float64) / 255.0, xy).reshape(side, side, 4)
+        out[i] = (np.clip(resampled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return out, square.camera_angle_x

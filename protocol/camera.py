@@ -369,6 +369,11 @@ class CameraIntrinsics:
         gx, gy = np.meshgrid((xs - self.cx) / self.fx, -(ys - self.cy) / self.fy)
         return np.stack([gx, gy, -np.ones_like(gx)], axis=-1)
 
+    def directions_at(self, xy) -> np.ndarray:
+        """Camera-space directions (z = -1) through pixel coordinates ``xy`` (N, 2)."""
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        return np.stack([(xy[:, 0] - self.cx) / self.fx, -(xy[:, 1] - self.cy) / self.fy, -np.ones(len(xy))], axis=1)
+
     def rays(self, c2w) -> tuple[np.ndarray, np.ndarray]:
         """World-space ray origins and unit directions through every pixel centre, (H, W, 3)."""
         c2w = np.asarray(c2w, dtype=np.float64)

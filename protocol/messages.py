@@ -190,8 +190,10 @@ class NovelView(Message):
         p = self.poses
         if p.ndim != 2 or p.shape[1] != 3 or p.dtype.kind != "f" or not (1 <= len(p) <= MAX_VIEWS_PER_REQUEST):
             _fail(f"poses must be float (N, 3) [elevation, azimuth, radius] with 1 <= N <= {MAX_VIEWS_PER_REQUEST}, got {p.dtype} {p.shape}")
-        if not np.isfinite(p).all() or (np.abs(p[:, 0]) > 90).any():
-            _fail("pose elevations must be finite and within [-90, 90] degrees")
+        if not np.isfinite(p).all():
+            _fail("poses must be finite numbers [elevation, azimuth, radius]")
+        if (np.abs(p[:, 0]) > 90).any():
+            _fail("pose elevations must be within [-90, 90] degrees")
         for e, a, r in p:
             S.AZIMUTH.check(float(a), "pose azimuth")
             if r != 0.0:  # 0: the settings' radius
@@ -388,6 +390,12 @@ class View(Message):
     image: np.ndarray  # (H, W, 4) uint8 RGBA, first row at the top
     model: str = ""
     seq: int = 0
+    camera: CameraIntrinsics | None = None  # the intrinsics of ``image`` as returned
+
+    def intrinsics(self) -> CameraIntrinsics:
+        """``camera``, or for a view from an older sender the square frame of ``camera_angle_x``."""
+        h, w = self.image.shape[:2]
+        return self.camera or CameraIntrinsics.from_fov_x(self.camera_angle_x, w, h)
 
 
 @message("mesh")
@@ -403,12 +411,6 @@ class Mesh(Message):
     glb: bytes = b""
     light_json: str = ""  # the fitted light, empty when none was fitted
     seq: int = 0
-    camera: CameraIntrinsics | None = None  # the intrinsics of ``image`` as returned
-
-    def intrinsics(self) -> CameraIntrinsics:
-        """``camera``, or for a view from an older sender the square frame of ``camera_angle_x``."""
-        h, w = self.image.shape[:2]
-        return self.camera or CameraIntrinsics.from_fov_x(self.camera_angle_x, w, h)
 
 
 @message("done")

@@ -33,10 +33,10 @@ from .photo import PhotoOptions, photo_carve
 from .refine import RefineOptions, linear_to_srgb, refine, resolve_device, srgb_to_linear
 from .sds import SDSGuide
 from .texture import bake, fill_texture, texel_surface
-from .transforms import load_transforms
+from .transforms import load_transforms, load_transforms_camera
 from .uv import unwrap
 
-__all__ = ["ReconstructionOptions", "ReconstructionResult", "load_transforms", "reconstruct"]
+__all__ = ["ReconstructionOptions", "ReconstructionResult", "load_transforms", "load_transforms_camera", "reconstruct"]
 
 STAGES = ("carve", "photo", "mesh", "refine", "uv", "texture", "export")
 #: Shading below this share of the median is treated as this share when de-lighting:

@@ -1,4 +1,9 @@
-"""Read NeRF "Blender" datasets (``transforms.json`` plus RGBA images)."""
+"""Read NeRF "Blender" datasets (``transforms.json`` plus RGBA images).
+
+Intrinsics are read as NeRF tools write them: ``fl_x, fl_y, cx, cy, w, h`` (instant-ngp,
+nerfstudio) when present, else ``camera_angle_x`` across the image width, square pixels,
+centred (the original Blender datasets).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from blend123.protocol.camera import CameraIntrinsics
+
 
 def load_transforms(path) -> tuple[np.ndarray, np.ndarray, float]:
-    """Read a ``transforms.json``: returns ``(images (N, H, W, 4) uint8, c2w (N, 4, 4), camera_angle_x)``.
+    """``(images, c2w, camera_angle_x)`` of a ``transforms.json``; see :func:`load_transforms_camera`."""
+    images, c2w, camera = load_transforms_camera(path)
+    return images, c2w, camera.camera_angle_x
+
+
+def load_transforms_camera(path) -> tuple[np.ndarray, np.ndarray, CameraIntrinsics]:
+    """Read a ``transforms.json``: returns ``(images (N, H, W, 4) uint8, c2w (N, 4, 4), intrinsics)``.
 
     ``frames[].file_path`` is relative to the json's folder, with or without the
     ``.png`` suffix (the original NeRF datasets leave it out). Images without alpha get an
@@ -28,6 +41,8 @@ def load_transforms(path) -> tuple[np.ndarray, np.ndarray, float]:
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: expected a JSON object with 'camera_angle_x' and 'frames'")
     angle = meta.get("camera_angle_x")
+    if "fl_x" in meta and angle is None:
+        angle = 1.0  # unused: the pixel focal lengths say it all
     if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0.0 < angle < math.pi:
         raise ValueError(f"{path}: 'camera_angle_x' must be a number in (0, pi) radians, got {angle!r}")
     frames = meta.get("frames")
@@ -43,7 +58,28 @@ def load_transforms(path) -> tuple[np.ndarray, np.ndarray, float]:
     sizes = {im.shape for im in images}
     if len(sizes) > 1:
         raise ValueError(f"{path}: images differ in size: {sorted(s[:2] for s in sizes)}")
-    return np.stack(images), np.stack(c2w), float(angle)
+    h, w = images[0].shape[:2]
+    return np.stack(images), np.stack(c2w), _intrinsics(meta, float(angle), w, h, path)
+
+
+def _intrinsics(meta: dict, angle: float, width: int, height: int, path: Path) -> CameraIntrinsics:
+    keys = ("fl_x", "fl_y", "cx", "cy")
+    if not any(k in meta for k in keys):
+        return CameraIntrinsics.from_fov_x(angle, width, height)
+    values = {}
+    for k in keys:
+        v = meta.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{path}: give all of {', '.join(keys)} as numbers, or none ('{k}' is {v!r})")
+        values[k] = float(v)
+    # The pixel values are for a frame of w x h; images of another size scale them.
+    w0, h0 = meta.get("w", width), meta.get("h", height)
+    if isinstance(w0, bool) or isinstance(h0, bool) or not isinstance(w0, (int, float)) or not isinstance(h0, (int, float)) or w0 <= 0 or h0 <= 0:
+        raise ValueError(f"{path}: 'w' and 'h' must be positive numbers, got {w0!r} and {h0!r}")
+    sx, sy = width / w0, height / h0
+    if values["fl_x"] <= 0 or values["fl_y"] <= 0:
+        raise ValueError(f"{path}: 'fl_x' and 'fl_y' must be positive")
+    return CameraIntrinsics.from_focal(values["fl_x"] * sx, values["fl_y"] * sy, values["cx"] * sx, values["cy"] * sy, width, height)
 
 
 def _matrix(value, where: str) -> np.ndarray:

@@ -1,14 +1,16 @@
 """The diffusion pipelines behind the backend's ``ViewSynthesizer`` interface.
 
 Input preparation as the models were trained: subject cut out (alpha, or a uniform border
-colour), recentred, its larger side scaled to ``FILL`` of the frame, composited on white.
-Outputs come back as RGBA at the requested resolution; alpha keys out the white
-background, so reconstruction gets masks as it does from the default model.
+colour), recentred, its larger side scaled to the model's ``fill`` of the frame, composited
+on white. Each model renders in its own camera (its lens, its distances: the model's card);
+the result, alpha keyed out of the white background, is then resampled into the asking
+camera's exact intrinsics at the subject's true world scale (:mod:`.scene`), so what comes
+back is the view *that* camera would see: zoomed, cropped or padded with transparency, and
+non-square for a non-square frame.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,14 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from blend123.protocol.camera import SphericalPose, relative_azimuth, wrap_degrees
+from blend123.protocol.camera import CameraIntrinsics, SphericalPose, relative_azimuth, wrap_degrees
 from blend123.protocol.errors import BAD_REQUEST, ProtocolError
 
 from ..images import ImageError, as_rgba, prepare_reference, subject_mask
-from ..progress import ProgressFn, no_progress
-
-#: Share of the frame the subject's larger side spans (Zero123's and SV3D's renders: ~0.8).
-FILL = 0.8
+from ..progress import ProgressFn
+from .registry import ModelCard, SynthesisRequest
+from .scene import SubjectInWorld, resample_view, subject_in_world
 
 
 @dataclass(frozen=True)
@@ -64,37 +65,98 @@ def place(pipe, runtime: Runtime):
     return pipe
 
 
-def _rgba_views(frames: np.ndarray, resolution: int) -> np.ndarray:
-    """(N, H, W, 3) floats on white -> (N, res, res, 4) uint8 with the background keyed out."""
-    out = np.zeros((len(frames), resolution, resolution, 4), np.uint8)
-    for i, frame in enumerate(frames):
-        rgb = (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-        if rgb.shape[0] != resolution:
-            rgb = np.asarray(Image.fromarray(rgb).resize((resolution, resolution), Image.Resampling.LANCZOS))
-        try:
-            alpha = np.where(subject_mask(rgb), 255, 0).astype(np.uint8)
-        except ImageError:  # no clean white border: keep the whole frame
-            alpha = np.full(rgb.shape[:2], 255, np.uint8)
-        out[i, :, :, :3], out[i, :, :, 3] = rgb, alpha
-    return out
+def keyed_rgba(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float on white -> (H, W, 4) float RGBA in [0, 1], the white background keyed
+    out (as 8-bit pixels would be: the subject mask of the rounded image)."""
+    rgb8 = (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    try:
+        alpha = subject_mask(rgb8).astype(np.float64)
+    except ImageError:  # no clean white border: keep the whole frame
+        alpha = np.ones(rgb8.shape[:2])
+    return np.concatenate([rgb8.astype(np.float64) / 255.0, alpha[..., None]], axis=-1)
+
+
+def to_uint8(views: np.ndarray) -> np.ndarray:
+    return (np.clip(views, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class NativeView:
+    """Where a model's camera stands for one asked pose."""
+
+    pose: SphericalPose  # in the model's own world units (what the pipeline is given)
+    c2w: np.ndarray  # the same camera in the request's world
 
 
 class _Adapter:
-    """What the server calls; subclasses run one pipeline family."""
+    """What the server calls; subclasses run one pipeline family in its native camera."""
 
-    accepts_settings = True  # the task passes steps, guidance and seed
-    max_poses_per_call = 1
-    model_size = 256
-    default_guidance = 3.0
-
-    def __init__(self, pipe, runtime: Runtime) -> None:
+    def __init__(self, pipe, runtime: Runtime, card: ModelCard, name: str = "") -> None:
         self.pipe = pipe
         self.runtime = runtime
+        self.card = card
+        self.name = name or type(self).__name__
+        self.model_size = int(card.native.resolution or 256)
         self.last_peak_vram_bytes = 0
+
+    # --- the request contract ---
+
+    def check(self, request: SynthesisRequest) -> None:
+        self.card.refuse_unsupported(self.name, request)
+
+    def __call__(self, request: SynthesisRequest) -> np.ndarray:
+        return to_uint8(self.render(request))
+
+    def render(self, request: SynthesisRequest) -> np.ndarray:
+        """(N, h, w, 4) float RGBA in the asking camera: the native views, resampled."""
+        self.check(request)
+        subject = subject_in_world(request.image, request.reference, request.reference_fov_deg)
+        natives = [self.native_view(subject, request.reference, pose) for pose in request.poses]
+        frames = self.render_native(request, [n.pose for n in natives])
+        camera = self.native_intrinsics()
+        out = np.zeros((len(frames), request.camera.height, request.camera.width, 4))
+        for i, (frame, native, pose) in enumerate(zip(frames, natives, request.poses)):
+            out[i] = resample_view(keyed_rgba(frame), native.c2w, camera, pose.to_c2w(), request.camera, subject.centre)
+        return out
+
+    def render_native(self, request: SynthesisRequest, poses: Sequence[SphericalPose]) -> np.ndarray:
+        """(N, S, S, 3) floats on white in the model's own camera, one per native pose."""
+        raise NotImplementedError
+
+    def sds_guide(self, image: np.ndarray, c2w: np.ndarray):
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"{self.name} is not a Zero123-class model: it cannot guide SDS",
+            "use zero123-xl or stable-zero123 (see `blend123 doctor` for what is installed)",
+        )
+
+    # --- the model's own camera ---
+
+    def native_intrinsics(self) -> CameraIntrinsics:
+        return CameraIntrinsics.square(self.card.native.fov_deg, self.model_size)
+
+    def native_reference(self, reference: SphericalPose) -> SphericalPose:
+        return SphericalPose(reference.elevation_deg, reference.azimuth_deg, self.card.native.radius)
+
+    def native_view(self, subject: SubjectInWorld, reference: SphericalPose, pose: SphericalPose) -> NativeView:
+        """The model's camera for ``pose``: the distance ratio to the reference as asked, within
+        the model's range (the rest is left to the resampling's zoom)."""
+        n = self.card.native
+        radius = min(max(n.radius * pose.radius / reference.radius, n.min_radius), n.max_radius)
+        native_pose = SphericalPose(pose.elevation_deg, pose.azimuth_deg, radius)
+        return NativeView(native_pose, subject.native_camera_c2w(pose, radius * subject.world_scale(n)))
+
+    # --- running ---
 
     def prepared(self, image: np.ndarray) -> np.ndarray:
         """The input as the model sees it: subject recentred, rescaled, composited on white."""
-        return prepare_reference(as_rgba(image), size=self.model_size, fill=FILL).composited_on_white()
+        return prepare_reference(as_rgba(image), size=self.model_size, fill=self.card.native.fill).composited_on_white()
+
+    def _settings(self, request: SynthesisRequest) -> tuple[int, float]:
+        """(steps, guidance): the request's, or this model's own defaults."""
+        steps = self.card.default_steps if request.steps is None else request.steps
+        guidance = self.card.default_guidance if request.guidance is None else request.guidance
+        return int(steps), float(guidance)
 
     def _generator(self, seed: int):
         import torch
@@ -121,39 +183,27 @@ class _Adapter:
 class Zero123Synthesizer(_Adapter):
     """Zero123-XL / Stable Zero123: every requested pose of a call in one batch."""
 
-    max_poses_per_call = 8
-    model_size = 256
-
-    def __init__(self, pipe, runtime: Runtime, default_guidance: float) -> None:
-        super().__init__(pipe, runtime)
-        self.default_guidance = default_guidance
-
-    def __call__(
-        self,
-        image: np.ndarray,
-        poses: Sequence[SphericalPose],
-        *,
-        reference: SphericalPose,
-        camera_angle_x: float = math.radians(33.8),
-        resolution: int = 256,
-        progress: ProgressFn = no_progress,
-        steps: int = 50,
-        guidance: float | None = None,
-        seed: int = 0,
-    ) -> np.ndarray:
-        prepared = self.prepared(image)
-        frames = self._run(
+    def render_native(self, request: SynthesisRequest, poses: Sequence[SphericalPose]) -> np.ndarray:
+        prepared = self.prepared(request.image)
+        steps, guidance = self._settings(request)
+        return self._run(
             lambda: self.pipe(
                 prepared,
                 list(poses),
-                reference=reference,
+                reference=self.native_reference(request.reference),
                 num_inference_steps=steps,
-                guidance_scale=self.default_guidance if guidance is None else guidance,
-                generator=self._generator(seed),
-                callback=self._steps_callback(progress, steps),
+                guidance_scale=guidance,
+                generator=self._generator(request.seed),
+                callback=self._steps_callback(request.progress, steps),
             )
         )
-        return _rgba_views(frames, resolution)
+
+    def sds_guide(self, image: np.ndarray, c2w: np.ndarray):
+        """Masked SDS's guide: this pipeline, the photo prepared as the model takes it, its camera."""
+        from ..reconstruction.sds import SDSGuide
+
+        prepared = self.prepared(image).astype(np.float32) / 255.0
+        return SDSGuide(self.pipe, prepared, np.asarray(c2w, dtype=np.float64), guidance_scale=float(self.card.default_guidance))
 
 
 def sv3d_frames_for(reference: SphericalPose, poses: Sequence[SphericalPose], free_cameras: bool) -> tuple[list[tuple[float, float]], list[int]]:
@@ -187,26 +237,16 @@ def sv3d_frames_for(reference: SphericalPose, poses: Sequence[SphericalPose], fr
 
 
 class SV3DSynthesizer(_Adapter):
-    """SV3D-u / SV3D-p: one 21-frame denoising pass per call."""
+    """SV3D-u / SV3D-p: one 21-frame denoising pass per call, at SV3D's fixed distance."""
 
-    max_poses_per_call = 21
-    model_size = 576
-    default_guidance = 2.5
+    def check(self, request: SynthesisRequest) -> None:
+        super().check(request)
+        sv3d_frames_for(request.reference, request.poses, self.pipe.takes_poses)  # refuses what it cannot render
 
-    def __call__(
-        self,
-        image: np.ndarray,
-        poses: Sequence[SphericalPose],
-        *,
-        reference: SphericalPose,
-        camera_angle_x: float = math.radians(33.8),
-        resolution: int = 576,
-        progress: ProgressFn = no_progress,
-        steps: int = 50,
-        guidance: float | None = None,
-        seed: int = 0,
-    ) -> np.ndarray:
-        prepared = self.prepared(image)
+    def render_native(self, request: SynthesisRequest, poses: Sequence[SphericalPose]) -> np.ndarray:
+        reference = request.reference
+        prepared = self.prepared(request.image)
+        steps, guidance = self._settings(request)
         cameras, slots = sv3d_frames_for(reference, poses, self.pipe.takes_poses)
         frames = self._run(
             lambda: self.pipe(
@@ -214,9 +254,9 @@ class SV3DSynthesizer(_Adapter):
                 cameras if self.pipe.takes_poses else None,
                 elevation_deg=reference.elevation_deg,
                 num_inference_steps=steps,
-                guidance_scale=self.default_guidance if guidance is None else guidance,
-                generator=self._generator(seed),
-                callback=self._steps_callback(progress, steps),
+                guidance_scale=guidance,
+                generator=self._generator(request.seed),
+                callback=self._steps_callback(request.progress, steps),
             )
         )
         picked = frames[slots]
@@ -224,4 +264,4 @@ class SV3DSynthesizer(_Adapter):
         for k, (elevation, azimuth) in enumerate(cameras[i] for i in slots):
             if abs(wrap_degrees(azimuth)) < 1e-6 and abs(elevation - reference.elevation_deg) < 1e-6:
                 picked[k] = prepared.astype(np.float32) / 255.0
-        return _rgba_views(picked, resolution)
+        return picked

@@ -5,12 +5,16 @@ silhouette is inflated into a closed shell (:mod:`.proxy_geometry`), textured wi
 image on the front and its mirror image on the back, and rendered from each requested
 pose with the z-buffered rasteriser (:mod:`blend123.backend.raster`). Views are consistent by
 construction; what they cannot show is what the image does not.
+
+The shell is placed where the reference photo shows the subject, at its true size: seen
+through the reference camera (its pose, its lens) it covers the photo's subject exactly.
+Each view is rendered with the asking camera's own intrinsics (both fields of view, lens
+shift, non-square frames), so a longer lens zooms in and a wider one zooms out.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -18,10 +22,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from blend123.backend.images import as_rgba, prepare_reference
-from blend123.backend.progress import ProgressFn, no_progress
-from blend123.backend.synthesis.proxy_geometry import ProxySurface, build_surface
 from blend123.backend.raster import rasterize_screen
-from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, SphericalPose, project_points
+from blend123.backend.synthesis.proxy_geometry import FILL, ProxySurface, build_surface
+from blend123.backend.synthesis.registry import CARDS, ModelCard, SynthesisRequest
+from blend123.backend.synthesis.scene import subject_in_world
+from blend123.protocol.camera import CameraIntrinsics, SphericalPose
+from blend123.protocol.errors import BAD_REQUEST, ProtocolError
 
 #: The back is a guess: shade it a little darker so it reads as the far side.
 BACK_SHADE = 0.85
@@ -36,35 +42,34 @@ class ProxyViewSynthesizer:
 
     name = "default"
     description = "quick proxy (geometric, not diffusion)"
+    card: ModelCard = CARDS["default"]
 
     def __init__(self) -> None:
         self._cache: OrderedDict[tuple[str, int], ProxySurface] = OrderedDict()
         self._lock = threading.Lock()
 
-    def __call__(
-        self,
-        image: np.ndarray,
-        poses: Sequence[SphericalPose],
-        *,
-        reference: SphericalPose = SphericalPose(0.0, -90.0, DEFAULT_RADIUS),
-        camera_angle_x: float = math.radians(DEFAULT_FOV_DEG),
-        resolution: int = 256,
-        progress: ProgressFn = no_progress,
-    ) -> np.ndarray:
-        """(N, resolution, resolution, 4) uint8 RGBA views, transparent background.
+    def check(self, request: SynthesisRequest) -> None:
+        self.card.refuse_unsupported(self.name, request)
 
-        ``image`` is the reference image as seen from ``reference``; raises
-        :class:`blend123.backend.images.ImageError` when no subject can be found in it.
+    def __call__(self, request: SynthesisRequest) -> np.ndarray:
+        """(N, h, w, 4) uint8 RGBA views in the asking camera, transparent background.
+
+        Raises :class:`blend123.backend.images.ImageError` when no subject can be found in
+        the reference image.
         """
-        if resolution < 8:
-            raise ValueError(f"resolution must be at least 8 pixels, got {resolution}")
-        surface = self.surface(image, max(resolution, GRID))
-        vertices = surface.world_vertices(reference, camera_angle_x)
-        views = np.zeros((len(poses), resolution, resolution, 4), np.uint8)
-        for i, pose in enumerate(poses):
-            views[i] = render_view(surface, vertices, pose, camera_angle_x, resolution)
-            progress("views", (i + 1) / len(poses))
+        self.check(request)
+        camera = request.camera
+        surface = self.surface(request.image, max(camera.width, camera.height, GRID))
+        subject = subject_in_world(request.image, request.reference, request.reference_fov_deg)
+        vertices = surface.world_vertices(subject)
+        views = np.zeros((len(request.poses), camera.height, camera.width, 4), np.uint8)
+        for i, pose in enumerate(request.poses):
+            views[i] = render_view(surface, vertices, pose.to_c2w(), camera)
+            request.progress("views", (i + 1) / len(request.poses))
         return views
+
+    def sds_guide(self, image: np.ndarray, c2w: np.ndarray):
+        raise ProtocolError(BAD_REQUEST, "the default model cannot guide SDS", "use zero123-xl or stable-zero123 as the sds model")
 
     def surface(self, image: np.ndarray, texture_size: int) -> ProxySurface:
         """The proxy for ``image``, built once and then reused for every pose."""
@@ -76,7 +81,7 @@ class ProxyViewSynthesizer:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        surface = build_surface(prepare_reference(rgba, size=texture_size), grid=GRID)
+        surface = build_surface(prepare_reference(rgba, size=texture_size, fill=FILL), grid=GRID)
         with self._lock:
             self._cache[key] = surface
             while len(self._cache) > CACHE_SIZE:
@@ -84,18 +89,16 @@ class ProxyViewSynthesizer:
         return surface
 
 
-def render_view(
-    surface: ProxySurface, vertices: np.ndarray, pose: SphericalPose, camera_angle_x: float, resolution: int
-) -> np.ndarray:
-    """One (resolution, resolution, 4) uint8 view of the placed proxy."""
-    xy, depth = project_points(pose.to_c2w(), camera_angle_x, resolution, resolution, vertices)
-    frags = rasterize_screen(xy, depth, surface.triangles, resolution, resolution, front_only=True)
+def render_view(surface: ProxySurface, vertices: np.ndarray, c2w: np.ndarray, camera: CameraIntrinsics) -> np.ndarray:
+    """One (camera.height, camera.width, 4) uint8 view of the placed proxy."""
+    xy, depth = camera.project(c2w, vertices)
+    frags = rasterize_screen(xy, depth, surface.triangles, camera.width, camera.height, front_only=True)
     covered = frags.covered
     triangle = frags.face[covered]
     uv = frags.interpolate(surface.xy, surface.triangles)
     colour = _bilinear(surface.texture, uv)
     colour[surface.back[triangle]] *= BACK_SHADE
-    out = np.zeros((resolution, resolution, 4), np.uint8)
+    out = np.zeros((camera.height, camera.width, 4), np.uint8)
     out[covered, :3] = np.clip(colour + 0.5, 0, 255).astype(np.uint8)
     out[covered, 3] = 255
     return out

@@ -19,11 +19,13 @@ from PIL import Image
 from scipy import ndimage
 
 from blend123.backend.images import ALPHA_THRESHOLD, PreparedImage
-from blend123.protocol.camera import SphericalPose, focal_px
+from blend123.backend.synthesis.scene import SubjectInWorld
 
 #: Depth of the shell relative to a sphere: 1.0 turns a disc into a full sphere. Slightly
 #: flatter reads better on flat-fronted subjects and is still round on round ones.
 INFLATION = 0.85
+#: Share of the texture frame the subject's larger side spans.
+FILL = 0.8
 
 
 @dataclass(frozen=True)
@@ -37,20 +39,23 @@ class ProxySurface:
     texture: np.ndarray  # (S, S, 3) float32 colours, bled outward past the silhouette
     texture_size: int
 
-    def world_vertices(self, reference: SphericalPose, camera_angle_x: float) -> np.ndarray:
-        """(V, 3) world positions that reproduce the image from the reference camera.
+    def world_vertices(self, subject: SubjectInWorld) -> np.ndarray:
+        """(V, 3) world positions that reproduce the reference photo from its camera.
 
-        Each vertex lies on the ray through its pixel, at depth ``radius -/+ height``: the
-        image plane passes through the subject centre (the world origin), and heights are
-        scaled to world units with the pixel size on that plane.
+        Each vertex lies on the reference camera's ray through its pixel of the *original*
+        photo (the texture is the photo's subject recentred at ``FILL``), at depth
+        ``radius -/+ height``: the rim lies on the plane through the subject centre, and
+        heights are scaled to world units with the photo's pixel size on that plane. So the
+        subject's size and place come from the photo and its lens, never from the lens that
+        asks for a view.
         """
         s = self.texture_size
-        f = focal_px(camera_angle_x, s)
-        depth = reference.radius * (1.0 - self.height / f)
-        cam = np.stack(
-            [(self.xy[:, 0] - 0.5 * s) / f * depth, -(self.xy[:, 1] - 0.5 * s) / f * depth, -depth], axis=1
-        )
-        c2w = reference.to_c2w()
+        photo_xy = subject.prepared_to_photo(self.xy, s, FILL)
+        texel = subject.extent_px / (FILL * s)  # photo pixels per texture pixel
+        radius = subject.reference.radius
+        depth = radius - self.height * texel * subject.pixel_size
+        cam = subject.photo.directions_at(photo_xy) * depth[:, None]
+        c2w = subject.reference.to_c2w()
         return cam @ c2w[:3, :3].T + c2w[:3, 3]
 
 
