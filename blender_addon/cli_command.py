@@ -14,11 +14,14 @@ from pathlib import Path
 
 import bpy
 
-from .connection import JobFailed, session
+from .dispatch import run_blocking
+from .errors import JobFailed
 from .core.batch import EXIT_USAGE, BatchItem, BatchSummary, UsageError, build_parser, plan, write_atomically
 from .core.requests import parse_elevations, SettingsError
 from .images import ReferenceImageError
-from .operators import submit_orbit
+from .session import session
+from .submit import submit_orbit
+from .protocol import settings as S
 from .protocol.messages import Mesh, Message, Progress
 
 _ID_COLLECTIONS = ("objects", "meshes", "materials", "images", "cameras", "collections", "scenes", "worlds")
@@ -68,7 +71,7 @@ def convert_one(item: BatchItem, prefix: str, options: dict, address: str, timeo
     for key, value in options.items():
         setattr(settings, key, value)
     info = submit_orbit(bpy.context, scene, then_mesh=True)
-    meshes = [r.event for r in s.run_blocking(info, _progress_printer(prefix)) if isinstance(r.event, Mesh)]
+    meshes = [r.event for r in run_blocking(s, info, _progress_printer(prefix)) if isinstance(r.event, Mesh)]
     if not meshes or not meshes[-1].glb:
         raise JobFailed("the backend finished without a mesh", "see the backend's log")
     write_atomically(item.glb, meshes[-1].glb)
@@ -86,11 +89,11 @@ def convert(
     model: str = "",
     server: str = "",
     elevations: str = "10",
-    resolution: int = 256,
-    steps: int = 50,
-    seed: int = 0,
-    texture_size: int = 1024,
-    max_faces: int = 50_000,
+    resolution: int = S.RESOLUTION.default,
+    steps: int | None = S.STEPS.default,
+    seed: int = S.SEED.default,
+    texture_size: int = S.TEXTURE_SIZE.default,
+    max_faces: int = S.MAX_FACES.default,
     sds_model: str = "",
     timeout: float = 30.0,
     force: bool = False,
@@ -109,7 +112,7 @@ def convert(
         model=model or prefs.default_model or "default",
         orbit_elevations=elevations,
         resolution=resolution,
-        steps=steps,
+        steps=steps or 0,  # the scene setting's 0: the model's own default
         seed=seed,
         texture_size=texture_size,
         max_faces=max_faces,

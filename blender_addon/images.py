@@ -11,12 +11,11 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from .protocol.errors import Blend123Error
 
-class ReferenceImageError(Exception):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+
+class ReferenceImageError(Blend123Error):
+    """The reference picture cannot be used; ``hint`` says what to pick instead."""
 
 
 def new_image(name: str, rgba: np.ndarray, *, pack: bool = True) -> bpy.types.Image:
@@ -24,10 +23,15 @@ def new_image(name: str, rgba: np.ndarray, *, pack: bool = True) -> bpy.types.Im
     h, w = rgba.shape[:2]
     image = bpy.data.images.new(name, w, h, alpha=True)
     image.alpha_mode = "STRAIGHT"
+    write_pixels(image, rgba, pack=pack)
+    return image
+
+
+def write_pixels(image: bpy.types.Image, rgba: np.ndarray, *, pack: bool = True) -> None:
+    """Replace an image's pixels with ``rgba`` (same size), packed again when asked."""
     image.pixels.foreach_set(np.ascontiguousarray(rgba[::-1], dtype=np.float32).reshape(-1) * np.float32(1.0 / 255.0))
     if pack:
         image.pack()  # generated pixels would be lost on save otherwise
-    return image
 
 
 def image_from_encoded(name: str, data: bytes, size: tuple[int, int], extension: str = "png") -> bpy.types.Image:

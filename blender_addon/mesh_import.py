@@ -1,5 +1,8 @@
 """Fast mesh import: attribute API for geometry and UVs, packed texture bytes for images.
 
+Vertices split for UV seams are welded first (``core.weld``): Blender keeps UVs per face
+corner, so the surface stays connected and the seams live in the UV map only.
+
 ``from_pydata`` or per-element loops cost seconds for 100k faces; ``foreach_set`` on the
 ``position`` / ``.corner_vert`` attributes and a CORNER ``FLOAT2`` UV layer costs
 milliseconds.
@@ -11,15 +14,18 @@ import bpy
 import numpy as np
 
 from .core.glb import embedded_images, png_size
+from .core.weld import weld
 from .images import image_from_encoded, new_image
 
 
 def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray | None) -> bpy.types.Mesh:
-    """A triangle mesh; ``uvs`` (V, 2) per vertex, origin bottom-left, or None."""
+    """A welded triangle mesh; ``uvs`` (V, 2) per input vertex, origin bottom-left, or None."""
     vertices = np.ascontiguousarray(vertices, dtype=np.float32).reshape(-1, 3)
     faces = np.ascontiguousarray(faces, dtype=np.int32).reshape(-1, 3)
     if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
         raise ValueError("the mesh has face indices outside its vertex list")
+    welded = weld(vertices, faces, uvs)
+    vertices, faces = welded.vertices, welded.faces
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(vertices))
     mesh.loops.add(faces.size)
@@ -27,10 +33,9 @@ def build_mesh(name: str, vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarr
     mesh.attributes["position"].data.foreach_set("vector", vertices.ravel())
     mesh.attributes[".corner_vert"].data.foreach_set("value", faces.ravel())
     mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
-    if uvs is not None:
-        corner_uvs = np.ascontiguousarray(np.asarray(uvs, dtype=np.float32)[faces.ravel()])
+    if welded.corner_uvs is not None:
         layer = mesh.uv_layers.new(name="UVMap")
-        layer.uv.foreach_set("vector", corner_uvs.ravel())
+        layer.uv.foreach_set("vector", welded.corner_uvs.ravel())
     mesh.update(calc_edges=True)
     return mesh
 

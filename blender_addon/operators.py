@@ -8,62 +8,17 @@ results before returning, so scripts and tests see them at once and undo covers 
 from __future__ import annotations
 
 import bpy
-import numpy as np
 
-from . import connection, preferences, scene_import
-from .connection import JobFailed, session
-from .core.jobs import MESH, ORBIT, PREVIEW, JobInfo
-from .core.requests import SettingsError, novel_view_request, orbit_request, reconstruct_request
+from . import dispatch, scene_import, timer
 from .core.frame import SceneFrame
-from .images import ReferenceImageError, file_to_rgba, image_to_rgba
+from .core.jobs import PREVIEW, JobInfo
+from .errors import JobFailed
+from .session import session
+from .submit import novel_view_for_camera, submit_mesh, submit_orbit
 
 
-def reference_rgba(scene: bpy.types.Scene) -> np.ndarray:
-    settings = scene.blend123
-    if settings.reference_source == "FILE":
-        if not settings.reference_file:
-            raise ReferenceImageError("no reference file is set", "pick the reference picture in the blend123 panel")
-        return file_to_rgba(settings.reference_file)
-    if settings.reference_image is None:
-        raise ReferenceImageError("no reference image is set", "pick the reference image in the blend123 panel")
-    return image_to_rgba(settings.reference_image)
-
-
-def _options(context: bpy.types.Context, scene: bpy.types.Scene):
-    return scene.blend123.job_options(preferences.get(context).default_model)
-
-
-def novel_view_for_camera(context, scene, camera, purpose: str = PREVIEW) -> JobInfo:
-    """Submit a novel view of the reference for ``camera``'s pose about the subject."""
-    try:
-        frame = scene_import.scene_frame(scene)
-        pose = frame.pose_of(camera.matrix_world.translation)
-        request = novel_view_request(reference_rgba(scene), frame, pose, _options(context, scene))
-    except (SettingsError, ReferenceImageError, scene_import.SceneSetupError, ValueError) as exc:
-        raise JobFailed(getattr(exc, "message", str(exc)), getattr(exc, "hint", "")) from None
-    return session().submit(request, purpose, scene=scene.name, camera=camera.name)
-
-
-def submit_orbit(context, scene, then_mesh: bool = False) -> JobInfo:
-    try:
-        frame = scene_import.scene_frame(scene)
-        options = _options(context, scene)
-        reference = reference_rgba(scene)
-        request = orbit_request(reference, frame, options)
-    except (SettingsError, ReferenceImageError, scene_import.SceneSetupError) as exc:
-        raise JobFailed(exc.message, exc.hint) from None
-    return session().submit(request, ORBIT, scene=scene.name, frame=frame.as_list(), then_mesh=then_mesh, options=options)
-
-
-def submit_mesh(context, scene) -> JobInfo:
-    settings = scene.blend123
-    try:
-        options = _options(context, scene)
-        frame = SceneFrame.from_list(settings.last_orbit_frame)
-        request = reconstruct_request(settings.last_orbit_job, options)
-    except SettingsError as exc:
-        raise JobFailed(exc.message, exc.hint) from None
-    return session().submit(request, MESH, scene=scene.name, frame=frame.as_list())
+def _say(operator: bpy.types.Operator, level: str, message: str, hint: str = "") -> None:
+    operator.report({level}, f"blend123: {message}" + (f" - {hint}" if hint else ""))
 
 
 class _JobOperator:
@@ -79,19 +34,19 @@ class _JobOperator:
         try:
             info = self.start(context)
             if bpy.app.background:
-                s.run_blocking(info)
+                dispatch.run_blocking(s, info)
             else:
-                connection.ensure_timer()
-                self.report({"INFO"}, f"blend123: {info.purpose} job {info.job_id[:8]} queued")
+                timer.ensure_timer()
+                _say(self, "INFO", f"{info.purpose} job {info.job_id[:8]} queued")
         except JobFailed as exc:
             s.tracker.set_error(exc.message, exc.hint)
-            self.report({"ERROR"}, f"blend123: {exc.message}" + (f" - {exc.hint}" if exc.hint else ""))
+            _say(self, "ERROR", exc.message, exc.hint)
             return {"CANCELLED"}
         return {"FINISHED"}
 
 
 class BLEND123_OT_preview(_JobOperator, bpy.types.Operator):
-    """Generate the view the active camera would see and show it as an image plane in front of it"""
+    """Generate the view the active camera sees, through its own lens, as an image plane at the subject's depth (replacing this camera's last preview)"""
 
     bl_idname = "blend123.preview"
     bl_label = "Preview from Active Camera"
@@ -128,7 +83,7 @@ class BLEND123_OT_mesh(_JobOperator, bpy.types.Operator):
 
 
 class BLEND123_OT_live_preview(bpy.types.Operator):
-    """Re-request the view whenever the active camera moves and rests; the newest request wins"""
+    """Re-request the active camera's view whenever it moves and rests, shown as its background image; the newest request wins"""
 
     bl_idname = "blend123.live_preview"
     bl_label = "Live Preview"
@@ -142,11 +97,11 @@ class BLEND123_OT_live_preview(bpy.types.Operator):
         if settings.live_preview:
             if not s.connected and not s.connect(context) and not s.connecting:
                 settings.live_preview = False
-                self.report({"ERROR"}, f"blend123: {s.status}" + (f" - {s.hint}" if s.hint else ""))
+                _say(self, "ERROR", s.status, s.hint)
                 return {"CANCELLED"}
             if bpy.app.background:
-                self.report({"WARNING"}, "blend123: live preview needs the Blender UI (timers do not run in background mode)")
-            connection.ensure_timer()
+                _say(self, "WARNING", "live preview needs the Blender UI (timers do not run in background mode)")
+            timer.ensure_timer()
         return {"FINISHED"}
 
 
@@ -163,7 +118,35 @@ class BLEND123_OT_cancel(bpy.types.Operator):
 
     def execute(self, context):
         n = session().cancel_all()
-        self.report({"INFO"}, f"blend123: cancelling {n} job(s)")
+        _say(self, "INFO", f"cancelling {n} job(s); what they made so far stays, labelled 'cancelled'")
+        return {"FINISHED"}
+
+
+class BLEND123_OT_resume(bpy.types.Operator):
+    """Receive the rest of the jobs that kept running on the backend while the connection was lost"""
+
+    bl_idname = "blend123.resume"
+    bl_label = "Resume"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return bool(session().resumable) and session().connected
+
+    def execute(self, context):
+        s = session()
+        jobs = s.resumable
+        try:
+            for info in jobs:
+                s.resume(info)
+                if bpy.app.background:
+                    dispatch.run_blocking(s, info)
+        except JobFailed as exc:
+            s.tracker.set_error(exc.message, exc.hint)
+            _say(self, "ERROR", exc.message, exc.hint)
+            return {"CANCELLED"}
+        timer.ensure_timer()
+        _say(self, "INFO", f"resumed {len(jobs)} job(s)")
         return {"FINISHED"}
 
 
@@ -177,25 +160,25 @@ class BLEND123_OT_connect(bpy.types.Operator):
     def execute(self, context):
         s = session()
         ok = s.connect(context)
+        timer.ensure_timer()  # health pings from now on, or waiting for a starting backend
         if not ok and not s.connecting:
-            self.report({"ERROR"}, f"blend123: {s.status}" + (f" - {s.hint}" if s.hint else ""))
+            _say(self, "ERROR", s.status, s.hint)
             return {"CANCELLED"}
         return {"FINISHED"}
 
 
 class BLEND123_OT_make_reference_camera(bpy.types.Operator):
-    """Make a front-view reference camera (on -Y, looking at the subject) and use it"""
+    """Make the front-view camera (on -Y, looking at the subject) the reference and the active camera; pressed again, it moves the same camera back to the front"""
 
     bl_idname = "blend123.make_reference_camera"
     bl_label = "Make Front Camera"
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        context.scene.blend123.reference_camera = None
         try:
-            scene_import.reference_camera(context.scene)
+            scene_import.front_camera(context.scene, make_active=True)
         except scene_import.SceneSetupError as exc:
-            self.report({"ERROR"}, f"blend123: {exc.message} - {exc.hint}")
+            _say(self, "ERROR", exc.message, exc.hint)
             return {"CANCELLED"}
         return {"FINISHED"}
 
@@ -208,11 +191,17 @@ def light_owner(context) -> bpy.types.Object | None:
 
 
 class BLEND123_OT_apply_light(bpy.types.Operator):
-    """Set the world lighting from the Spherical-Gaussian light fitted with the active mesh"""
+    """Light the scene with the Spherical-Gaussian light fitted with the active mesh: a new World named after its job (yours is kept; undo brings it back)"""
 
     bl_idname = "blend123.apply_light"
     bl_label = "Apply Fitted Light"
     bl_options = {"REGISTER", "UNDO"}
+
+    visible_to_camera: bpy.props.BoolProperty(
+        name="Visible to camera",
+        default=False,
+        description="Show the fitted environment behind the scene too; off: it only lights the scene, the camera sees a plain background",
+    )
 
     @classmethod
     def poll(cls, context):
@@ -227,10 +216,17 @@ class BLEND123_OT_apply_light(bpy.types.Operator):
 
         obj = light_owner(context)
         try:
-            world_light.apply(context.scene, obj["blend123_light_json"], SceneFrame.from_list(obj["blend123_frame"]))
+            world = world_light.apply(
+                context.scene,
+                obj["blend123_light_json"],
+                SceneFrame.from_list(obj["blend123_frame"]),
+                job_id=str(obj.get("blend123_job", "")),
+                visible_to_camera=self.visible_to_camera,
+            )
         except (LightFormatError, ValueError) as exc:
-            self.report({"ERROR"}, f"blend123: {exc}")
+            _say(self, "ERROR", getattr(exc, "message", str(exc)), getattr(exc, "hint", ""))
             return {"CANCELLED"}
+        _say(self, "INFO", f"the scene now uses the World {world.name!r}; your World is kept")
         return {"FINISHED"}
 
 
@@ -256,6 +252,7 @@ CLASSES = (
     BLEND123_OT_mesh,
     BLEND123_OT_live_preview,
     BLEND123_OT_cancel,
+    BLEND123_OT_resume,
     BLEND123_OT_connect,
     BLEND123_OT_make_reference_camera,
     BLEND123_OT_apply_light,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from .connection import session
+from .session import session
 from .core.jobs import format_eta
 
 
@@ -31,10 +31,18 @@ class BLEND123_PT_main(_Panel, bpy.types.Panel):
             models = [m.name for m in server.models if m.available]
             box.label(text="Models: " + (", ".join(models) or "none available"))
         else:
-            box.label(text=s.status, icon="ERROR" if s.hint else "UNLINKED")
+            box.alert = s.lost or bool(s.hint)  # red: the artist has something to do
+            box.label(text=s.status, icon="ERROR" if box.alert else "UNLINKED")
             if s.hint:
                 box.label(text=s.hint)
+            if s.lost:
+                box.label(text="Reconnecting by itself...", icon="FILE_REFRESH")
         box.operator("blend123.connect", icon="LINKED")
+        resumable = s.resumable
+        if resumable:
+            row = layout.box()
+            row.label(text=f"{len(resumable)} job(s) kept running on the backend", icon="INFO")
+            row.operator("blend123.resume", text=f"Resume {len(resumable)} Job(s)", icon="PLAY")
 
         col = layout.column()
         col.prop(settings, "reference_source", expand=True)
@@ -75,7 +83,14 @@ class BLEND123_PT_settings(_Panel, bpy.types.Panel):
         settings = context.scene.blend123
         col = self.layout.column()
         col.use_property_split = True
-        for name in ("model", "resolution", "steps", "guidance", "seed", "orbit_elevations", "max_faces", "texture_size", "sds_model", "plane_distance", "standard_view"):
+        for name in ("model", "resolution", "steps"):
+            col.prop(settings, name)
+        row = col.row(heading="Guidance")
+        row.prop(settings, "use_guidance", text="")
+        sub = row.row()
+        sub.active = settings.use_guidance
+        sub.prop(settings, "guidance", text="")
+        for name in ("seed", "orbit_elevations", "max_faces", "texture_size", "sds_model", "plane_distance"):
             col.prop(settings, name)
         if settings.reference_camera is None:
             col.prop(settings, "reference_elevation")

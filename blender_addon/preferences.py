@@ -43,6 +43,11 @@ class Blend123Preferences(bpy.types.AddonPreferences):
         description="View-synthesis model used when the scene does not name one",
         default="default",
     )
+    standard_view: BoolProperty(
+        name="Switch to Standard view",
+        description="Set a scene's view transform to Standard when results arrive, so generated pictures show their true colours (you are told once either way)",
+        default=False,
+    )
     jobs_folder: StringProperty(
         name="Jobs folder",
         description="Where meshes (GLB) and backend logs are written; empty: the extension's user folder",
@@ -62,6 +67,7 @@ class Blend123Preferences(bpy.types.AddonPreferences):
         row.active = self.start_local
         row.prop(self, "python_executable")
         layout.prop(self, "default_model")
+        layout.prop(self, "standard_view")
         layout.prop(self, "jobs_folder")
 
 

@@ -1,4 +1,8 @@
-"""Scene settings (``scene.blend123``): what to send and where results go."""
+"""Scene settings (``scene.blend123``): what to send and where results go.
+
+Defaults and bounds of every generation setting come from the protocol (``protocol.settings``),
+so a value the panel accepts is never refused by the backend.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import bpy
 from bpy.props import EnumProperty, FloatProperty, FloatVectorProperty, IntProperty, PointerProperty, StringProperty
 
 from .core.requests import JobOptions
+from .protocol import settings as S
 
 
 def _is_camera(_self, obj: bpy.types.Object) -> bool:
@@ -13,9 +18,9 @@ def _is_camera(_self, obj: bpy.types.Object) -> bool:
 
 
 def _model_search(_self, _context, _edit_text):
-    from . import connection
+    from .session import session
 
-    return [m.name for m in connection.session().models() if m.available]
+    return [m.name for m in session().models() if m.available]
 
 
 class Blend123SceneSettings(bpy.types.PropertyGroup):
@@ -39,17 +44,32 @@ class Blend123SceneSettings(bpy.types.PropertyGroup):
         poll=_is_camera,
         description="The camera that saw the reference image; empty: a front view is made for you",
     )
-    reference_elevation: FloatProperty(name="Front view elevation", default=0.0, min=-80.0, max=80.0, description="Elevation of the front view made when no reference camera is set, degrees")
-    reference_distance: FloatProperty(name="Front view distance", default=2.0, min=0.01, description="Distance of the front view made when no reference camera is set")
+    reference_elevation: FloatProperty(
+        name="Front view elevation", default=S.ELEVATION.default, min=-80.0, max=80.0,  # a camera straight above has no azimuth
+        description="Elevation of the front view made when no reference camera is set, degrees",
+    )
+    reference_distance: FloatProperty(
+        name="Front view distance", default=S.RADIUS.default, min=S.RADIUS.low, max=S.RADIUS.high,
+        description="Distance of the front view made when no reference camera is set",
+    )
 
     model: StringProperty(name="Model", description="View-synthesis model; empty: the preferences' default", search=_model_search)
-    resolution: IntProperty(name="View size", default=256, min=32, max=2048, description="Size of generated views, pixels (square)")
-    steps: IntProperty(name="Steps", default=50, min=1, max=500, description="Diffusion steps")
-    guidance: FloatProperty(name="Guidance", default=3.0, min=0.0, max=50.0, description="Classifier-free guidance scale")
-    seed: IntProperty(name="Seed", default=0, min=0)
+    resolution: IntProperty(
+        name="View size", default=S.RESOLUTION.default, min=S.RESOLUTION.low, max=S.RESOLUTION.high,
+        description="Longer side of generated views, pixels (their aspect is the camera's)",
+    )
+    # 0: the model's own number of steps (the protocol's None).
+    steps: IntProperty(name="Steps", default=0, min=0, max=S.STEPS.high, description="Diffusion steps; 0: the model's own default")
+    use_guidance: bpy.props.BoolProperty(name="Set guidance", default=False, description="Override the model's own classifier-free guidance scale")
+    guidance: FloatProperty(name="Guidance", default=3.0, min=S.GUIDANCE.low, max=S.GUIDANCE.high, description="Classifier-free guidance scale")
+    seed: IntProperty(name="Seed", default=S.SEED.default, min=S.SEED.low)
     orbit_elevations: StringProperty(name="Orbit elevations", default="10", description="One elevation in degrees, or 21 comma-separated (a dynamic orbit)")
-    max_faces: IntProperty(name="Mesh detail", default=50_000, min=100, max=2_000_000, description="Most faces of the reconstructed mesh")
-    texture_size: IntProperty(name="Texture size", default=1024, min=16, max=8192, description="Albedo texture size, pixels")
+    max_faces: IntProperty(
+        name="Mesh detail", default=S.MAX_FACES.default, min=S.MAX_FACES.low, max=S.MAX_FACES.high, description="Most faces of the reconstructed mesh"
+    )
+    texture_size: IntProperty(
+        name="Texture size", default=S.TEXTURE_SIZE.default, min=S.TEXTURE_SIZE.low, max=S.TEXTURE_SIZE.high, description="Albedo texture size, pixels"
+    )
     sds_model: StringProperty(
         name="Paint unseen",
         description="A Zero123-class model (zero123-xl, stable-zero123) that paints the surfaces no view saw; empty: off",
@@ -58,10 +78,6 @@ class Blend123SceneSettings(bpy.types.PropertyGroup):
     plane_distance: FloatProperty(
         name="Plane distance", default=0.35, min=0.01, max=1.0, subtype="FACTOR",
         description="Where image planes sit, as a fraction of their camera's distance to the subject",
-    )
-    standard_view: bpy.props.BoolProperty(
-        name="Standard view transform", default=True,
-        description="Switch the scene to the Standard view transform so generated pictures show their own colours",
     )
     live_preview: bpy.props.BoolProperty(name="Live preview", default=False, options={"SKIP_SAVE"})
 
@@ -74,8 +90,8 @@ class Blend123SceneSettings(bpy.types.PropertyGroup):
         return JobOptions(
             model=self.model or default_model or "default",
             resolution=self.resolution,
-            steps=self.steps,
-            guidance=self.guidance,
+            steps=self.steps or None,
+            guidance=self.guidance if self.use_guidance else None,
             seed=self.seed,
             orbit_elevations=self.orbit_elevations,
             texture_size=self.texture_size,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import bpy
 
-from . import cli_command, connection, operators, panel, preferences, properties
+from . import cli_command, operators, panel, preferences, properties, timer
+from .session import drop_session
 
 _CLASSES = (*preferences.CLASSES, *properties.CLASSES, *operators.CLASSES, *panel.CLASSES)
 
@@ -18,8 +19,8 @@ def register() -> None:
 
 def unregister() -> None:
     cli_command.unregister()
-    connection.stop_timer()
-    connection.drop_session()  # closes the socket and stops a local backend
+    timer.stop_timer()
+    drop_session()  # closes the socket and stops a local backend
     properties.unregister_properties()
     for cls in reversed(_CLASSES):
         bpy.utils.unregister_class(cls)

@@ -12,12 +12,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..protocol.errors import Blend123Error
 
-class BackendStartError(Exception):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+
+class BackendStartError(Blend123Error):
+    """A local backend could not be started; ``hint`` says what to check."""
 
 
 def serve_command(address: str, python: str = "", jobs_dir: str = "") -> list[str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..protocol.camera import REFERENCE_AZIMUTH_DEG, spherical_from_position, wrap_degrees
+from ..protocol.camera import REFERENCE_AZIMUTH_DEG, CameraIntrinsics, spherical_from_position, wrap_degrees
 
 #: Sensor fit values, as Blender names them.
 AUTO, HORIZONTAL, VERTICAL = "AUTO", "HORIZONTAL", "VERTICAL"
@@ -60,6 +60,12 @@ class CameraOptics:
     def horizontal_fov_deg(self) -> float:
         w, _ = self.frame_size(1.0)
         return math.degrees(2.0 * math.atan(0.5 * w))
+
+    def intrinsics(self) -> CameraIntrinsics:
+        """The protocol's description of this frame (what an asking camera sends)."""
+        return CameraIntrinsics.from_blender(
+            self.lens_mm, self.sensor_width_mm, self.sensor_height_mm, self.sensor_fit, self.shift_x, self.shift_y, self.res_x, self.res_y
+        )
 
     def fit_fov_deg(self) -> float:
         """Field of view along the frame's longer (fit) axis."""

@@ -27,6 +27,8 @@ class JobInfo:
     fraction: float = 0.0
     eta_s: float = -1.0
     results: int = 0
+    #: Lived through a lost connection and is still known to the backend: Resume fetches it.
+    resumable: bool = False
 
 
 @dataclass
@@ -65,7 +67,7 @@ class JobTracker:
         job_id = getattr(event, "job_id", "")
         info = self.jobs.get(job_id)
         if info is None:
-            if isinstance(event, Error):  # not a job's error: the connection's
+            if isinstance(event, Error) and not job_id:  # not a job's error: the connection's
                 self.set_error(event.message, event.hint)
             return Routed(event, None)
         stale = self.is_stale(job_id)

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..protocol.errors import Blend123Error
 
-class LightFormatError(ValueError):
-    pass
+
+class LightFormatError(Blend123Error, ValueError):
+    """The backend sent a light this add-on cannot read."""
 
 
 @dataclass(frozen=True)

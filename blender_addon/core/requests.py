@@ -1,4 +1,9 @@
-"""Building protocol requests from the add-on's settings: numpy only, no bpy."""
+"""Building protocol requests from the add-on's settings: numpy only, no bpy.
+
+Two cameras travel with a view request: the reference camera (its pose and lens fix the
+subject's size, ``reference_fov_deg``) and the asking camera (the one whose view is
+wanted: its full intrinsics, ``GenerationSettings.camera``). They are different lenses.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +12,29 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..protocol.camera import ORBIT_VIEWS
+from ..protocol import settings as S
+from ..protocol.camera import ORBIT_VIEWS, CameraIntrinsics
+from ..protocol.errors import Blend123Error
 from ..protocol.messages import GenerationSettings, NovelView, Orbit, Reconstruct
 from .frame import SceneFrame, ScenePose
 
 
-class SettingsError(ValueError):
+class SettingsError(Blend123Error, ValueError):
     """A setting the user must change; ``hint`` says how."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
 
 
 @dataclass(frozen=True)
 class JobOptions:
     """Everything from the scene settings a request needs (plain values, no bpy)."""
 
-    model: str = "default"
-    resolution: int = 256
-    steps: int = 50
-    guidance: float = 3.0
-    seed: int = 0
+    model: str = S.MODEL.default
+    resolution: int = S.RESOLUTION.default
+    steps: int | None = S.STEPS.default  # None: the model's own default
+    guidance: float | None = S.GUIDANCE.default  # None: the model's own default
+    seed: int = S.SEED.default
     orbit_elevations: str = "10"
-    texture_size: int = 1024
-    max_faces: int = 50_000
+    texture_size: int = S.TEXTURE_SIZE.default
+    max_faces: int = S.MAX_FACES.default
     sds_model: str = ""  # a Zero123-class model that paints surfaces no view saw; "": off
 
 
@@ -50,24 +52,28 @@ def parse_elevations(text: str, views: int = ORBIT_VIEWS) -> list[float]:
     return values
 
 
-def settings(frame: SceneFrame, options: JobOptions, fov_deg: float | None = None) -> GenerationSettings:
+def settings(frame: SceneFrame, options: JobOptions, camera: CameraIntrinsics | None = None) -> GenerationSettings:
+    """``frame.fov_deg`` is the reference camera's lens; ``camera`` the asking camera's
+    (None for an orbit: the model's own square views)."""
     return GenerationSettings(
-        model=options.model or "default",
+        model=options.model or S.MODEL.default,
         reference_elevation=float(frame.reference_elevation),
         radius=float(frame.radius),
-        fov_deg=float(fov_deg if fov_deg is not None else frame.fov_deg),
+        reference_fov_deg=float(frame.fov_deg),
+        camera=camera,
         resolution=int(options.resolution),
-        steps=int(options.steps),
-        guidance=float(options.guidance),
+        steps=None if options.steps is None else int(options.steps),
+        guidance=None if options.guidance is None else float(options.guidance),
         seed=int(options.seed),
     )
 
 
-def novel_view_request(image: np.ndarray, frame: SceneFrame, pose: ScenePose, options: JobOptions) -> NovelView:
+def novel_view_request(image: np.ndarray, frame: SceneFrame, pose: ScenePose, options: JobOptions, camera: CameraIntrinsics | None = None) -> NovelView:
+    """The view ``camera`` (the asking camera's intrinsics) sees from ``pose``."""
     poses = np.array([[pose.elevation, pose.azimuth, pose.radius]], dtype=np.float64)
     if abs(pose.elevation) > 89.0:
         raise SettingsError("the camera is straight above or below the subject", "tilt the camera so it sees the subject from the side")
-    request = NovelView(image, poses, settings(frame, options))
+    request = NovelView(image, poses, settings(frame, options, camera))
     _validate(request)
     return request
 

@@ -25,11 +25,11 @@ from assemble_extension import assemble  # noqa: E402
 REPO_MODULE = "blend123_tests"
 ADDON_MODULE = f"bl_ext.{REPO_MODULE}.blend123"
 #: Small settings so the whole Blender suite stays quick on 2 CPU cores.
-FAST = dict(resolution=128, texture_size=256, max_faces=3000, steps=5)
+FAST = dict(resolution=128, texture_size=256, max_faces=3000)  # steps: the model's own (the proxy has none)
 
 
 def ext(sub: str):
-    """A submodule of the enabled extension, e.g. ``ext("connection")``."""
+    """A submodule of the enabled extension, e.g. ``ext("session")``."""
     return importlib.import_module(f"{ADDON_MODULE}.{sub}")
 
 
@@ -129,7 +129,7 @@ def connected(addon, backend, scene):
 
     prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
     prefs.address = backend.address
-    session = ext("connection").session()
+    session = ext("session").session()
     assert session.connect(bpy.context), session.status
     yield session
     session.tracker.jobs.clear()

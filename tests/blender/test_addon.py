@@ -31,7 +31,12 @@ def test_extension_enabled_from_repository(addon, extension_dir):
     assert prefs.address.startswith("tcp://127.0.0.1") and prefs.default_model == "default"
     assert hasattr(bpy.types, "BLEND123_PT_main") and hasattr(bpy.types, "BLEND123_OT_orbit")
     assert bpy.types.BLEND123_PT_main.bl_category == "blend123"
-    assert bpy.context.scene.blend123.resolution == 256
+    # Defaults and bounds come from the protocol: what the panel allows, the backend accepts.
+    S = ext("protocol.settings")
+    props = type(bpy.context.scene.blend123).bl_rna.properties
+    for prop, setting in (("resolution", S.RESOLUTION), ("texture_size", S.TEXTURE_SIZE), ("max_faces", S.MAX_FACES)):
+        assert (props[prop].default, props[prop].hard_min, props[prop].hard_max) == (setting.default, setting.low, setting.high)
+    assert props["steps"].hard_max == S.STEPS.high and props["guidance"].hard_max == S.GUIDANCE.high
     jobs = ext("preferences").jobs_folder()
     assert jobs.is_dir()
     assert ext("cli_command")._handle is not None  # `blender -b --command blend123 ...`
@@ -79,14 +84,14 @@ def _draw_panel(context):
 def test_not_connected_says_why_in_the_panel(scene):
     prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
     prefs.address = "tcp://127.0.0.1:9"  # nothing listens there
-    session = ext("connection").session()
+    session = ext("session").session()
     ok = session.connect(bpy.context, wait_s=0.5)
     assert not ok and session.status.startswith("not connected") and "blend123 serve" in session.hint
     with pytest.raises(RuntimeError, match="not connected"):
         bpy.ops.blend123.orbit()
     assert session.tracker.last_error.startswith("not connected")
     texts = _draw_panel(bpy.context).texts()
-    assert any(t.startswith("not connected: no answer") for t in texts)
+    assert any(t.startswith("not connected: ") and "tcp://127.0.0.1:9" in t for t in texts)
     assert any("blend123 serve" in t for t in texts)
 
 
@@ -115,7 +120,7 @@ def test_start_a_local_backend_from_the_preferences(scene, tmp_path):
     prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
     prefs.address = f"tcp://127.0.0.1:{free_port()}"
     prefs.start_local, prefs.python_executable = True, sys.executable
-    connection = ext("connection")
+    connection = ext("session")
     session = connection.session()
     try:
         assert session.connect(bpy.context, wait_s=60), session.status
@@ -167,7 +172,7 @@ def test_preferences_connect_to_a_curve_protected_backend(scene, serve_process, 
 
     prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
     prefs.address = backend.address
-    session = ext("connection").session()
+    session = ext("session").session()
     try:
         prefs.client_secret_key, prefs.server_public_key = "", ""
         assert not session.connect(bpy.context, wait_s=1.0)  # no keys: the backend says nothing

@@ -10,7 +10,7 @@ from .conftest import FAST, ext
 
 bpy = pytest.importorskip("bpy")
 
-ARGS = ["--resolution", str(FAST["resolution"]), "--texture-size", str(FAST["texture_size"]), "--max-faces", str(FAST["max_faces"]), "--steps", "5"]
+ARGS = ["--resolution", str(FAST["resolution"]), "--texture-size", str(FAST["texture_size"]), "--max-faces", str(FAST["max_faces"])]
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_broken_image_fails_alone(addon, backend, images, tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a PNG")
     out = tmp_path / "out"
-    summary = ext("cli_command").convert([broken, images[2]], out, server=backend.address, resolution=128, texture_size=256, max_faces=3000, steps=5)
+    summary = ext("cli_command").convert([broken, images[2]], out, server=backend.address, resolution=128, texture_size=256, max_faces=3000)
     assert summary.exit_code == 1
     assert [p.name for p in summary.converted] == ["blob.png"]
     (image, reason), = summary.failed
@@ -75,7 +75,7 @@ def test_sds_model_reaches_the_backend(addon, backend, images, tmp_path, capsys)
 def test_stopped_backend_gives_a_clear_error(addon, serve_process, images, tmp_path, capsys):
     proc = serve_process()
     proc.stop()
-    ext("connection").session().disconnect()
+    ext("session").session().disconnect()
     code = ext("cli_command").main(["convert", str(images[2]), "-o", str(tmp_path / "out"), "--server", proc.address, "--timeout", "1", *ARGS])
     printed = capsys.readouterr().out
     assert code == 1

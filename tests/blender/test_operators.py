@@ -41,40 +41,110 @@ def _planes(coll):
     return [o for o in coll.all_objects if o.type == "MESH" and o.name.endswith("plane")]
 
 
-def test_preview_plane_fills_the_asking_camera_frame(connected, scene):
-    _place_reference(scene)
-    cam = bpy.data.objects.new("Viewer", bpy.data.cameras.new("Viewer"))
-    frame = ext("core.frame")
+def _viewer(scene, lens=35.0, offset=(2.5, 0.5, 1.0), name="Viewer"):
     from mathutils import Matrix
 
-    cam.matrix_world = Matrix(frame.look_at_matrix(np.array(CENTRE) + np.array([2.5, 0.5, 1.0]), np.array(CENTRE)).tolist())
-    cam.data.lens = 35
+    frame = ext("core.frame")
+    cam = bpy.data.objects.new(name, bpy.data.cameras.new(name))
+    cam.matrix_world = Matrix(frame.look_at_matrix(np.array(CENTRE) + np.array(offset), np.array(CENTRE)).tolist())
+    cam.data.lens = lens
     scene.collection.objects.link(cam)
     scene.camera = cam
+    return cam
+
+
+def _watertight_pieces(mesh) -> int:
+    """Connected pieces of ``mesh``; fails if any edge is open or non-manifold."""
+    import bmesh
+
+    bm = bmesh.new()
+    bm.from_mesh(mesh)
+    try:
+        assert all(e.is_manifold for e in bm.edges), "open or non-manifold edges"
+        seen, pieces = set(), 0
+        for start in bm.verts:
+            if start.index in seen:
+                continue
+            pieces += 1
+            seen.add(start.index)
+            todo = [start]
+            while todo:
+                for e in todo.pop().link_edges:
+                    for v in e.verts:
+                        if v.index not in seen:
+                            seen.add(v.index)
+                            todo.append(v)
+        return pieces
+    finally:
+        bm.free()
+
+
+def _orphans():
+    return {kind: sorted(i.name for i in getattr(bpy.data, kind) if i.users == 0) for kind in ("meshes", "materials", "images", "objects")}
+
+
+def test_preview_plane_at_the_subject_depth_replaced_not_stacked(connected, scene):
+    _place_reference(scene)
+    cam = _viewer(scene)
     assert bpy.ops.blend123.preview() == {"FINISHED"}
     planes = [o for o in bpy.data.objects if o.parent == cam]
     assert len(planes) == 1
     plane = planes[0]
     uv = _plane_corners_in_view(scene, cam, plane)
     np.testing.assert_allclose(uv, [[0, 0], [1, 0], [1, 1], [0, 1]], atol=1e-4)
-    assert plane.users_collection[0].name.startswith("view ")
+    # At the subject's depth: the plane passes through the subject centre's depth.
+    forward = cam.matrix_world.to_3x3() @ Vector((0, 0, -1))
+    depth = (CENTRE - cam.matrix_world.translation).dot(forward)
+    plane_depth = (plane.matrix_world @ plane.data.vertices[0].co - cam.matrix_world.translation).dot(forward)
+    assert plane_depth == pytest.approx(depth, rel=1e-4)
+    assert plane.users_collection[0].name == "previews"
     assert plane.users_collection[0] in list(bpy.data.collections["blend123"].children)
     image = plane.data.materials[0].node_tree.nodes["Image Texture"].image
-    assert image.packed_file is not None and tuple(image.size) == (128, 128)
-    assert scene.view_settings.view_transform == "Standard"
+    assert image.packed_file is not None and max(image.size) == 128
     # The image's alpha reaches the material: transparency is mixed by it.
     mix = plane.data.materials[0].node_tree.nodes["Mix Shader"]
     assert mix.inputs["Fac"].links[0].from_socket.name == "Alpha"
 
-    # A landscape render: the square view keeps its aspect and covers the frame.
+    # A landscape render: the next preview replaces the plane (and its data) and covers the frame.
     scene.render.resolution_x, scene.render.resolution_y = 320, 180
+    orphans = _orphans()
     assert bpy.ops.blend123.preview() == {"FINISHED"}
-    newest = [o for o in bpy.data.objects if o.parent == cam and o != plane][0]
-    uv = _plane_corners_in_view(scene, cam, newest)
+    planes = [o for o in bpy.data.objects if o.parent == cam]
+    assert len(planes) == 1 and len([o for o in bpy.data.collections["previews"].objects]) == 1
+    assert _orphans() == orphans  # the old plane's mesh, material and image went with it
+    uv = _plane_corners_in_view(scene, cam, planes[0])
     np.testing.assert_allclose(uv[:, 0], [0, 1, 1, 0], atol=1e-4)
-    assert uv[0, 1] < 0 and uv[2, 1] > 1  # overflows top and bottom
-    dims = newest.dimensions
-    assert dims.x == pytest.approx(dims.y)
+    assert uv[0, 1] <= 1e-4 and uv[2, 1] >= 1 - 1e-4  # covers top and bottom
+
+    # Another camera gets its own plane; the first one's stays.
+    other = _viewer(scene, lens=85.0, offset=(-2.0, -1.0, 0.5), name="Other")
+    assert bpy.ops.blend123.preview() == {"FINISHED"}
+    assert len([o for o in bpy.data.objects if o.parent == other]) == 1
+    assert len([o for o in bpy.data.objects if o.parent == cam]) == 1
+
+
+def test_preview_sends_the_asking_cameras_own_lens(connected, scene, monkeypatch):
+    """The request carries the active camera's intrinsics, not the reference camera's FOV."""
+    ref = _place_reference(scene)
+    ref.data.lens = 59.24
+    cam = _viewer(scene, lens=35.0)
+    cam.data.sensor_fit, cam.data.sensor_width, cam.data.sensor_height = "VERTICAL", 30.0, 20.0
+    cam.data.shift_x, cam.data.shift_y = 0.1, -0.05
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.pixel_aspect_x = 400, 200, 1.5
+    sent = []
+    session = connected
+    original = session.submit
+    monkeypatch.setattr(session, "submit", lambda request, purpose, **ctx: sent.append(request) or original(request, purpose, **ctx))
+    assert bpy.ops.blend123.preview() == {"FINISHED"}
+    settings = sent[0].settings
+    camera = ext("protocol.camera")
+    expected = camera.CameraIntrinsics.from_blender(35.0, 30.0, 20.0, "VERTICAL", 0.1, -0.05, 600, 200)
+    import dataclasses
+
+    np.testing.assert_allclose(dataclasses.astuple(settings.camera), dataclasses.astuple(expected), rtol=1e-6)  # Blender stores float32
+    assert (settings.camera.width, settings.camera.height) == (600, 200)  # pixel aspect widens the frame
+    assert settings.reference_fov_deg == pytest.approx(math.degrees(2 * math.atan(18 / 59.24)), rel=1e-6)
+    assert settings.steps is None and settings.guidance is None  # unset: the model's own defaults
 
 
 def test_orbit_ring_about_the_subject_and_undo(connected, scene):
@@ -124,10 +194,15 @@ def test_mesh_lands_at_the_subject_with_uvs_and_texture(connected, scene, tmp_pa
     bpy.ops.import_scene.gltf(filepath=str(glbs[0]))
     imported = bpy.context.selected_objects[0]
     assert len(imported.data.polygons) == len(obj.data.polygons)
+    # glTF splits vertices at UV seams; ours are welded: the same positions, each once.
     ours = np.array([obj.matrix_world @ v.co for v in obj.data.vertices])
-    theirs = np.array([v.co for v in imported.data.vertices])  # backend frame, no transform
+    theirs = np.unique(np.array([v.co for v in imported.data.vertices]), axis=0)  # backend frame, no transform
+    assert len(imported.data.vertices) > len(ours) == len(theirs)
     frame = ext("core.frame").SceneFrame.from_list(scene.blend123.last_orbit_frame)
     np.testing.assert_allclose(np.sort(ours, axis=0), np.sort(frame.points_to_scene(theirs), axis=0), atol=1e-4)
+    # One connected, watertight piece: every edge has two faces; seams live in the UV map only.
+    assert _watertight_pieces(obj.data) == 1
+    assert obj["blend123_job"] and obj.users_collection[0]["blend123_job"] == obj["blend123_job"]
 
     # Make mesh again reuses the finished orbit instead of generating a new one.
     orbits = [c for c in bpy.data.collections if c.name.startswith("orbit ")]
@@ -177,44 +252,77 @@ def test_timer_tick_applies_results_without_blocking(connected, scene):
     """The UI path: submit, then the timer callback drains events a few at a time."""
     import time
 
-    connection = ext("connection")
+    timer = ext("timer")
     _place_reference(scene)
-    info = ext("operators").submit_orbit(bpy.context, scene)
+    info = ext("submit").submit_orbit(bpy.context, scene)
     started, ticks = time.monotonic(), 0
     while connected.tracker.busy and time.monotonic() - started < 60:
         t0 = time.perf_counter()
-        interval = connection.tick()
+        timer.tick()
         assert time.perf_counter() - t0 < 1.0  # each tick is short
         ticks += 1
         time.sleep(0.02)
     assert not connected.tracker.busy and ticks > 1
-    assert connection.tick() is None  # idle: the timer stops itself
+    assert timer.tick() == timer.TICK_S  # idle but connected: it keeps watching the backend
     coll = bpy.data.collections[scene.blend123.last_orbit_collection]
     assert scene.blend123.last_orbit_job == info.job_id
     assert len([o for o in coll.objects if o.type == "CAMERA"]) == 21
+    connected.disconnect()
+    assert timer.tick() is None  # nothing to watch: the timer stops itself
 
 
-def test_live_preview_keeps_only_the_newest_view(connected, scene):
-    connection = ext("connection")
+def _live_view(job_id, rgba, seq=1):
+    messages = ext("protocol.messages")
+    return messages.View(job_id, 0, 1, 10.0, 0.0, 2.0, np.eye(4), 0.6, rgba, seq=seq)
+
+
+def test_live_preview_replaces_the_cameras_background_image(connected, scene):
+    live_preview, timer = ext("live_preview"), ext("timer")
     cam = _place_reference(scene)
     scene.blend123.live_preview = True
     s = connected
-    assert not connection.check_live_preview(s, now=100.0)  # first sight: wait for it to rest
-    assert connection.check_live_preview(s, now=101.0)
+    assert not live_preview.check(s, now=100.0)  # first sight: wait for it to rest
+    assert live_preview.check(s, now=101.0)
     first = s.tracker.live_job
     cam.location.x += 0.3  # the camera moves and rests again: a new request
     bpy.context.view_layer.update()
-    assert not connection.check_live_preview(s, now=102.0)
-    assert connection.check_live_preview(s, now=103.0)
+    assert not live_preview.check(s, now=102.0)
+    assert live_preview.check(s, now=103.0)
     assert s.tracker.live_job != first and s.tracker.is_stale(first)
     import time
 
+    objects = len(bpy.data.objects)
     started = time.monotonic()
     scene.blend123.live_preview = False
     while s.tracker.busy and time.monotonic() - started < 30:
-        connection.tick()
+        timer.tick()
         time.sleep(0.02)
-    live = bpy.data.collections["live preview"]
-    planes = [o for o in live.objects if o.parent == cam]
-    assert len(planes) == 1  # one plane per camera, from the newest request
     assert not s.tracker.busy
+    assert len(bpy.data.objects) == objects  # nothing added to the scene
+    backgrounds = [bg for bg in cam.data.background_images if bg.image is not None]
+    assert len(backgrounds) == 1 and cam.data.show_background_images
+    image = backgrounds[0].image
+    assert image.get("blend123_live_of") == cam.name and image.packed_file is not None and max(image.size) == 128
+
+
+def test_twenty_live_updates_leave_no_orphans(connected, scene):
+    """Each live view rewrites the camera's one background image in place."""
+    jobs, dispatch = ext("core.jobs"), ext("dispatch")
+    cam = _place_reference(scene)
+    before = _orphans()
+    counts = (len(bpy.data.images), len(bpy.data.materials), len(bpy.data.meshes), len(bpy.data.objects))
+    for n in range(20):
+        info = connected.tracker.add(f"{n:032x}", jobs.LIVE, scene=scene.name, camera=cam.name)
+        size = (96, 128) if n % 2 else (128, 128)  # the camera's aspect may change between updates
+        rgba = np.zeros(size + (4,), np.uint8)
+        rgba[..., 0], rgba[..., 3] = 10 * n, 255
+        dispatch.handle(connected, _live_view(info.job_id, rgba))
+        connected.tracker.forget(info.job_id)
+    assert _orphans() == before
+    assert (len(bpy.data.images), len(bpy.data.materials), len(bpy.data.meshes), len(bpy.data.objects)) == (counts[0] + 1, *counts[1:])
+    image = cam.data.background_images[0].image
+    assert tuple(image.size) == (128, 96)
+    px = np.empty(len(image.pixels), np.float32)
+    image.pixels.foreach_get(px)
+    assert px[0] * 255 == pytest.approx(190, abs=0.6)  # the 20th update's pixels
+    assert len(cam.data.background_images) == 1
