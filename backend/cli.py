@@ -388,15 +388,17 @@ def _write_mesh(mesh: Mesh, output: Path) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import run_checks
 
-    problems = 0
-    for check in run_checks(args.bind):
-        mark = "ok " if check.ok else "!! "
+    checks = run_checks(args.bind)
+    for check in checks:
+        # ok / !! a problem (exit 1) / -- optional, not installed (exit 0)
+        mark = "ok " if check.ok else ("-- " if check.optional else "!! ")
         print(f"{mark} {check.name}: {check.detail}")
-        if not check.ok:
-            problems += 1
-            if check.fix:
-                print(f"     fix: {check.fix}")
-    print("all good" if not problems else f"{problems} problem(s) found")
+        if not check.ok and check.fix:
+            print(f"     {'to add' if check.optional else 'fix'}: {check.fix}")
+    problems = sum(check.problem for check in checks)
+    optional = sum(not check.ok and check.optional for check in checks)
+    summary = "all good" if not problems else f"{problems} problem(s) found"
+    print(summary + (f"; {optional} optional part(s) not installed (listed with --)" if optional else ""))
     return 0 if not problems else EXIT_FAILED
 
 
