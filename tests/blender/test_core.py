@@ -25,7 +25,7 @@ def test_core_imports_without_bpy(extension_dir):
         f"init = {str(extension_dir / 'blend123' / '__init__.py')!r}\n"
         "spec = importlib.util.spec_from_file_location('ext', init, submodule_search_locations=[init.rsplit('/', 1)[0]])\n"
         "m = importlib.util.module_from_spec(spec); sys.modules['ext'] = m; spec.loader.exec_module(m)\n"
-        "import ext.core.frame, ext.core.requests, ext.core.jobs, ext.core.batch, ext.core.glb, ext.core.light, ext.core.backend_process\n"
+        "import ext.core.frame, ext.core.requests, ext.core.jobs, ext.core.batch, ext.core.glb, ext.core.light, ext.core.backend_process, ext.core.weld\n"
         "assert 'bpy' not in sys.modules, 'core pulled in bpy'\n"
         "assert 'blend123' not in sys.modules, 'core used the backend protocol package'\n"
     )
@@ -233,3 +233,112 @@ def test_local_backend_command_start_and_stop(core, tmp_path):
     local.stop()
     assert proc.poll() is not None and time.monotonic() - started < 5
 
+
+
+# --- add-on structure and errors -----------------------------------------------------------------
+
+
+def _addon_imports() -> dict[str, set[str]]:
+    """Module -> the add-on modules it imports (relative imports, top level or in functions)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "blender_addon"
+    graph: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    deps.add(node.module.split(".")[0])
+                else:
+                    deps.update(alias.name for alias in node.names)
+        graph[path.stem] = {d for d in deps if (root / f"{d}.py").exists()}
+    return graph
+
+
+def test_addon_modules_import_each_other_without_circles():
+    graph = _addon_imports()
+    assert "connection" not in graph  # split into session, dispatch, results, live_preview, timer, submit
+    state: dict[str, int] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        if state.get(module) == 1:
+            raise AssertionError("import circle: " + " -> ".join(path + [module]))
+        if state.get(module) == 2:
+            return
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            visit(dep, path + [module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        visit(module, [])
+    # Operators sit on top: nothing but registration depends on them.
+    assert {m for m, deps in graph.items() if "operators" in deps} == {"registration"}
+    assert "operators" not in graph["live_preview"] and "results" not in graph["session"]
+
+
+def test_every_hinted_error_is_a_blend123_error(core):
+    base = core.protocol__errors.Blend123Error
+    for cls in (
+        core.core__requests.SettingsError,
+        core.core__backend_process.BackendStartError,
+        core.core__batch.UsageError,
+        core.core__light.LightFormatError,
+    ):
+        exc = cls("what went wrong", "what to do")
+        assert isinstance(exc, base) and (exc.message, exc.hint) == ("what went wrong", "what to do")
+    assert issubclass(core.core__requests.SettingsError, ValueError)  # callers that catch ValueError still do
+    with pytest.raises(base, match="SG format"):
+        core.core__light.SGLight.from_json("[]")
+
+
+def test_batch_arguments_are_checked_against_the_protocols_bounds(core):
+    batch, S = core.core__batch, core.protocol__settings
+    args = batch.build_parser().parse_args(["convert", "a.png", "-o", "out"])
+    assert (args.resolution, args.texture_size, args.max_faces, args.steps) == (
+        S.RESOLUTION.default, S.TEXTURE_SIZE.default, S.MAX_FACES.default, S.STEPS.default
+    )
+    with pytest.raises(batch.UsageError, match=r"texture_size=8192 is out of range \[16, 4096\]"):
+        batch.build_parser().parse_args(["convert", "a.png", "-o", "out", "--texture-size", "8192"])
+    with pytest.raises(batch.UsageError, match="not a whole number"):
+        batch.build_parser().parse_args(["convert", "a.png", "-o", "out", "--resolution", "12.5"])
+
+
+# --- welding --------------------------------------------------------------------------------------
+
+
+def _uv_split_cube():
+    """A closed cube whose 6 faces each have their own 4 vertices (glTF-style UV seams)."""
+    corners = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], np.float32)
+    quads = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    vertices, faces, uvs = [], [], []
+    for q, quad in enumerate(quads):
+        base = len(vertices)
+        vertices += [corners[i] for i in quad]
+        uvs += [(q / 6, 0), ((q + 1) / 6, 0), ((q + 1) / 6, 1), (q / 6, 1)]
+        faces += [(base, base + 1, base + 2), (base, base + 2, base + 3)]
+    return np.array(vertices, np.float32), np.array(faces, np.int32), np.array(uvs, np.float32)
+
+
+def test_weld_merges_seam_copies_and_keeps_corner_uvs(core):
+    vertices, faces, uvs = _uv_split_cube()
+    welded = core.core__weld.weld(vertices, faces, uvs)
+    assert len(vertices) == 24 and len(welded.vertices) == 8 and len(welded.faces) == 12
+    # Same triangles in space, same UV at every corner.
+    np.testing.assert_array_equal(welded.vertices[welded.faces], vertices[faces])
+    np.testing.assert_array_equal(welded.corner_uvs.reshape(-1, 3, 2), uvs[faces])
+    # Closed: each undirected edge is shared by exactly two triangles.
+    edges = np.sort(welded.faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    assert set(counts) == {2}
+
+
+def test_weld_keeps_near_vertices_apart_and_drops_collapsed_faces(core):
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1e-6, 0, 0], [0, 0, 0], [-0.0, 0, 0]], np.float32)
+    faces = np.array([[0, 1, 2], [3, 1, 2], [0, 4, 1], [5, 1, 2]], np.int32)
+    welded = core.core__weld.weld(vertices, faces)
+    assert len(welded.vertices) == 4  # 0, 4 and -0.0 merge; 1e-6 away stays its own vertex
+    np.testing.assert_array_equal(welded.kept_faces, [0, 1, 3])  # face 2 had two corners on one vertex
+    assert welded.corner_uvs is None
