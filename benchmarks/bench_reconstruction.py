@@ -15,19 +15,24 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from blend123.backend.reconstruction import synthetic
-from blend123.backend.reconstruction.carve import Silhouettes, carve
-from blend123.backend.reconstruction.mesh import decimate, extract_surface, largest_component, taubin_smooth
-from blend123.backend.reconstruction.metrics import bbox_diagonal, f_score, sample_surface
-from blend123.backend.reconstruction.pipeline import ReconstructionOptions, reconstruct
-from blend123.backend.reconstruction.refine import resolve_device
-from blend123.backend.reconstruction.uv import unwrap
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: the test-and-benchmark helpers live here
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.quality import synthetic  # noqa: E402
+from benchmarks.quality.surface_metrics import bbox_diagonal, f_score, sample_surface  # noqa: E402
+from blend123.backend.reconstruction.carve import Silhouettes, carve  # noqa: E402
+from blend123.backend.reconstruction.mesh import decimate, extract_surface, largest_component, taubin_smooth  # noqa: E402
+from blend123.backend.reconstruction.pipeline import ReconstructionOptions, reconstruct  # noqa: E402
+from blend123.backend.reconstruction.refine import resolve_device  # noqa: E402
+from blend123.backend.reconstruction.uv import unwrap  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "reconstruction.json"
 

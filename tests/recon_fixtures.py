@@ -19,7 +19,7 @@ from blend123.backend.reconstruction.light import SGLight
 from blend123.backend.reconstruction.pipeline import ReconstructionOptions, ReconstructionResult, reconstruct
 from blend123.backend.raster import rasterize
 from blend123.backend.reconstruction.refine import linear_to_srgb, srgb_to_linear
-from blend123.backend.reconstruction.synthetic import SyntheticScene, make_scene
+from benchmarks.quality.synthetic import SyntheticScene, make_scene
 
 #: Small but not trivial: the marching-cubes mesh has several times FAST_OPTIONS.max_faces.
 #: The light model is off: the synthetic scene is unlit, these options test the baking.

@@ -11,7 +11,7 @@ import pytest
 from .recon_fixtures import scene
 
 from blend123.backend.progress import JobCancelled
-from blend123.backend.reconstruction import synthetic
+from benchmarks.quality import synthetic
 from blend123.backend.reconstruction.carve import HullGrid, Silhouettes, carve
 from blend123.backend.reconstruction.photo import PhotoOptions, photo_carve
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from .recon_fixtures import scene
 
-from blend123.backend.reconstruction import synthetic
+from benchmarks.quality import synthetic
 from blend123.backend.reconstruction.carve import Silhouettes, carve, hull_field
 
 

@@ -9,8 +9,8 @@ import pytest
 from .recon_fixtures import FAST_OPTIONS, face_centroid_colours, reconstruction, scene
 
 from blend123.backend.progress import JobCancelled
-from blend123.backend.reconstruction import synthetic
-from blend123.backend.reconstruction.metrics import bbox_diagonal, f_score, sample_surface
+from benchmarks.quality import synthetic
+from benchmarks.quality.surface_metrics import bbox_diagonal, f_score, sample_surface
 from blend123.backend.reconstruction.pipeline import STAGES, ReconstructionOptions, reconstruct
 
 

@@ -12,7 +12,7 @@ import torch
 from .recon_fixtures import LIT_OPTIONS, face_centroid_colours, known_light, lit_reconstructions, lit_scene, scene
 
 from blend123.backend.progress import JobCancelled
-from blend123.backend.reconstruction import synthetic
+from benchmarks.quality import synthetic
 from blend123.backend.reconstruction.light import LOBES, fibonacci_axes
 from blend123.backend.raster import rasterize
 from blend123.backend.reconstruction.refine import (

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from blend123.backend.reconstruction.synthetic import render
+from benchmarks.quality.synthetic import render
 from blend123.backend.reconstruction.texture import TexelSurface, bake, fill_nearest
 from blend123.protocol.camera import SphericalPose
 

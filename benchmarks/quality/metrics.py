@@ -3,7 +3,7 @@
 Geometry (world units; the reconstruction is in the cameras' frame, so no alignment):
 Chamfer-L1 (the mean of both directions' mean nearest-point distance between surface
 samples), F-score at 1% and 2% of the ground truth's bounding-box diagonal (from
-``backend/reconstruction/metrics.py``), and volume IoU of the two meshes' insides on a
+``surface_metrics.py``), and volume IoU of the two meshes' insides on a
 voxel grid (ray parity along each axis, majority of the three votes).
 
 Appearance: the reconstruction rendered at held-out poses with the project's CPU
@@ -31,7 +31,7 @@ from scipy.spatial import cKDTree
 from skimage.metrics import structural_similarity
 
 from blend123.backend.reconstruction.mesh import vertex_normals
-from blend123.backend.reconstruction.metrics import FScore, bbox_diagonal, f_score, sample_surface
+from benchmarks.quality.surface_metrics import FScore, bbox_diagonal, f_score, sample_surface
 from blend123.backend.raster import rasterize
 
 #: PSNR of identical images (the MSE floor it corresponds to): keeps means finite.

@@ -25,7 +25,7 @@ from blend123.protocol.camera import (
     world_azimuth,
 )
 
-from ..raster import rasterize
+from blend123.backend.raster import rasterize
 
 BOX_MIN = np.array([-0.35, -0.2, -0.25])
 BOX_MAX = np.array([0.1, 0.2, 0.1])
