@@ -108,7 +108,7 @@ def test_lookup_makes_no_network_access(tmp_path, monkeypatch, no_network, offli
 def test_registry_loads_through_the_same_path(tmp_path, monkeypatch):
     write_zero123_checkpoint(tmp_path / "models" / "stable-zero123", "cc_projection")
     model = registry.MODELS["stable-zero123"].load()
-    assert model.pipe.config.pose_variant == "stable-zero123" and model.accepts_settings
+    assert model.pipe.config.pose_variant == "stable-zero123" and "guidance" in model.card.takes
     resident = registry.ResidentModel()
     assert resident.release_if_memory_short() is False  # no GPU, or nothing loaded
 
