@@ -305,7 +305,8 @@ def _collect_views(client: Client, request: Message, output: Path, quiet: bool) 
         {"file_path": f"view_{v.index:03d}.png", "transform_matrix": v.c2w.astype(float).tolist(), "elevation": v.elevation, "azimuth": v.azimuth}
         for v in views
     ]
-    write_transforms(output / "transforms.json", views[0].camera_angle_x if views else math.radians(DEFAULT_FOV_DEG), frames)
+    # The intrinsics of the pixels as returned (the asking camera's lens, non-square frames too).
+    write_transforms(output / "transforms.json", views[0].intrinsics() if views else math.radians(DEFAULT_FOV_DEG), frames)
     return views
 
 
@@ -327,10 +328,10 @@ def cmd_orbit(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from .reconstruction.pipeline import load_transforms
+    from .reconstruction.pipeline import load_transforms_camera
 
     try:
-        images, c2w, camera_angle_x = load_transforms(args.transforms)
+        images, c2w, camera = load_transforms_camera(args.transforms)
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc), "pass a NeRF-style transforms.json, e.g. one written by `blend123 orbit`") from None
     sds = {}
@@ -339,7 +340,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise CommandError(f"--sds-frame {args.sds_frame} is not a frame of {args.transforms} ({len(images)} frames)")
         sds = {"sds_model": args.sds_model, "sds_image": np.ascontiguousarray(images[args.sds_frame]), "sds_c2w": np.ascontiguousarray(c2w[args.sds_frame])}
     request = Reconstruct(
-        images=images, c2w=c2w, camera_angle_x=camera_angle_x, texture_size=args.texture_size, max_faces=args.max_faces, **sds
+        images=images, c2w=c2w, camera_angle_x=camera.camera_angle_x, camera=camera, texture_size=args.texture_size, max_faces=args.max_faces, **sds
     )
     with connect(args) as client:
         mesh = _receive_mesh(client, request, args.quiet)

@@ -95,17 +95,32 @@ def test_sv3d_angles_follow_the_orbit_convention():
     np.testing.assert_allclose(polars, math.radians(80.0))
 
 
+def _synth(checkpoints, variant: str = "sv3d_p"):
+    from blend123.backend.synthesis.adapters import Runtime, SV3DSynthesizer
+    from blend123.backend.synthesis.registry import CARDS
+
+    name = variant.replace("_", "-")
+    synth = SV3DSynthesizer(_load(checkpoints[variant]), Runtime("cpu", "float32"), CARDS[name], name)
+    synth.model_size = 64
+    return synth
+
+
+def _request(image, poses, camera, **kwargs):
+    from blend123.backend.synthesis.registry import SynthesisRequest
+
+    return SynthesisRequest(image, poses, SphericalPose(0.0, -90.0, 2.0), 33.8, camera, **kwargs)
+
+
 def test_adapter_orbit_through_the_interface(checkpoints):
-    from blend123.backend.synthesis.adapters import Runtime, SV3DSynthesizer, sv3d_frames_for
+    from blend123.backend.synthesis.adapters import sv3d_frames_for
+    from blend123.protocol.camera import CameraIntrinsics
     from tests.conftest import blob_image
 
     reference = SphericalPose(0.0, -90.0)
-    pipe = _load(checkpoints["sv3d_p"])
-    synth = SV3DSynthesizer(pipe, Runtime("cpu", "float32"))
-    synth.model_size = 64
+    synth = _synth(checkpoints)
     poses = [SphericalPose(5.0, world_azimuth(a)) for a in orbit_relative_azimuths()]
     fractions = []
-    views = synth(blob_image(), poses, reference=reference, resolution=32, progress=lambda s, f: fractions.append(f), steps=2)
+    views = synth(_request(blob_image(), poses, CameraIntrinsics.square(33.8, 32), progress=lambda s, f: fractions.append(f), steps=2))
     assert views.shape == (21, 32, 32, 4)
     assert fractions == [0.5, 1.0]
     # A single novel view takes the orbit slot nearest its azimuth; sv3d-u refuses off-orbit cameras.
@@ -113,3 +128,54 @@ def test_adapter_orbit_through_the_interface(checkpoints):
     assert cameras[slots[0]] == (30.0, 95.0) and len(cameras) == 21
     with pytest.raises(ProtocolError, match="sv3d-p"):
         sv3d_frames_for(reference, [SphericalPose(30.0, world_azimuth(95.0))], free_cameras=False)
+
+
+def test_a_70_degree_view_is_the_native_output_resampled(checkpoints):
+    """SV3D renders at 33.8 deg from its fixed distance; the 70 deg, 4:3 view that comes back
+    is that frame zoomed out about the subject centre (independent affine resample)."""
+    from blend123.backend.synthesis.adapters import keyed_rgba
+    from blend123.protocol.camera import CameraIntrinsics
+    from tests.data.scene_reference import centred_disc, zoomed_native_view
+
+    synth = _synth(checkpoints)
+    native = synth.card.native
+    image = centred_disc()
+    pose = SphericalPose(0.0, world_azimuth(90.0), 3.0)  # farther than SV3D's distance: the zoom does the rest
+    camera = CameraIntrinsics.from_blender(25.706, 36, 24, "AUTO", 0.0, 0.0, 80, 60)
+    request = _request(image, [pose], camera, steps=2, seed=2)
+    got = synth.render(request)[0]
+    frame = synth.render_native(request, [SphericalPose(0.0, pose.azimuth_deg, native.radius)])[0]
+    expected, _ = zoomed_native_view(keyed_rgba(frame), camera, native, native.radius, image, 2.0, 33.8, pose.radius)
+    np.testing.assert_allclose(got[..., 3], expected[..., 3], atol=1e-4)
+    np.testing.assert_allclose(got[..., :3] * got[..., 3:], expected[..., :3], atol=1e-4)
+    assert got[..., 3].max() == 1.0 and got[0, 0, 3] == 0.0
+
+
+def test_tasks_run_sv3ds_own_default_guidance(checkpoints, tmp_path):
+    """Through the backend's task: guidance left unset runs SV3D's triangle peak of 2.5."""
+    from blend123.backend.tasks import TaskContext, run_task
+    from blend123.protocol.messages import GenerationSettings, Orbit, View
+    from tests.data.scene_reference import RecordingPipe, centred_disc
+
+    synth = _synth(checkpoints)
+    synth.pipe = recorder = RecordingPipe(synth.pipe)
+
+    class Models:
+        def get(self, name):
+            assert name == "sv3d-p"
+            return synth
+
+    events = []
+    ctx = TaskContext("job", tmp_path, lambda stage, f: None, events.append, Models(), lambda j: [], lambda j: None)
+    run_task(Orbit(centred_disc(), [0.0], views=21, settings=GenerationSettings(model="sv3d-p", resolution=32, steps=1)), ctx)
+    run_task(Orbit(centred_disc(), [0.0], views=21, settings=GenerationSettings(model="sv3d-p", resolution=32, steps=1, guidance=4.0)), ctx)
+    assert [c["guidance_scale"] for c in recorder.calls] == [2.5, 4.0]
+    assert sum(isinstance(e, View) for e in events) == 42
+
+
+def test_sv3d_u_refuses_a_camera_off_its_orbit_before_any_work(checkpoints):
+    from blend123.protocol.camera import CameraIntrinsics
+
+    synth = _synth(checkpoints, "sv3d_u")
+    with pytest.raises(ProtocolError, match="sv3d-p"):
+        synth.check(_request(np.zeros((64, 64, 4), np.uint8), [SphericalPose(30.0, world_azimuth(95.0))], CameraIntrinsics.square(33.8, 32)))

@@ -15,6 +15,7 @@ from blend123.backend.progress import JobCancelled
 from blend123.backend.synthesis.poses import zero123_pose_vector
 from blend123.backend.synthesis.zero123 import Zero123Pipeline
 from blend123.protocol.camera import SphericalPose, world_azimuth
+from tests.data.scene_reference import RecordingPipe, centred_disc, zoomed_native_view
 from tests.data.tiny_models import write_zero123_checkpoint
 
 DATA = Path(__file__).parent / "data"
@@ -131,16 +132,75 @@ def test_cancel_from_the_callback_stops_sampling():
     assert calls == [0, 1]
 
 
-def test_adapter_returns_rgba_at_requested_resolution(monkeypatch, tmp_path):
+def _synth(name: str = "zero123-xl", model_size: int = 64):
     from blend123.backend.synthesis.adapters import Runtime, Zero123Synthesizer
+    from blend123.backend.synthesis.registry import CARDS
 
     pipe = Zero123Pipeline.from_pretrained(DATA / "zero123_tiny")
-    synth = Zero123Synthesizer(pipe, Runtime("cpu", "float32"), default_guidance=3.0)
-    synth.model_size = 64  # the tiny VAE works at any multiple of 8
+    synth = Zero123Synthesizer(pipe, Runtime("cpu", "float32"), CARDS[name], name)
+    synth.model_size = model_size  # the tiny VAE works at any multiple of 8
+    return synth
+
+
+def _request(image, poses, camera, **kwargs):
+    from blend123.backend.synthesis.registry import SynthesisRequest
+
+    return SynthesisRequest(image, poses, SphericalPose(0.0, -90.0, 2.0), 33.8, camera, **kwargs)
+
+
+def test_adapter_returns_rgba_in_the_asking_camera(tmp_path):
+    from blend123.protocol.camera import CameraIntrinsics
     from tests.conftest import blob_image
 
+    synth = _synth()
     fractions = []
-    views = synth(blob_image(), [SphericalPose(0.0, 0.0), SphericalPose(10.0, 30.0)], reference=SphericalPose(0.0, -90.0),
-                  resolution=48, progress=lambda stage, f: fractions.append(f), steps=2, seed=1)
-    assert views.shape == (2, 48, 48, 4) and views.dtype == np.uint8
+    camera = CameraIntrinsics.from_blender(50, 36, 24, "AUTO", 0.0, 0.0, 48, 32)
+    views = synth(_request(blob_image(), [SphericalPose(0.0, 0.0), SphericalPose(10.0, 30.0)], camera,
+                           progress=lambda stage, f: fractions.append(f), steps=2, seed=1))
+    assert views.shape == (2, 32, 48, 4) and views.dtype == np.uint8
     assert fractions == [0.5, 1.0]
+
+
+def test_a_70_degree_view_is_the_native_output_resampled():
+    """The model renders in its own 49.1 deg camera; the 70 deg view that comes back is that
+    output zoomed out about the subject centre (an independent affine resample here)."""
+    from blend123.backend.synthesis.adapters import keyed_rgba
+    from blend123.protocol.camera import CameraIntrinsics
+
+    synth = _synth()
+    native = synth.card.native
+    image = centred_disc()
+    pose = SphericalPose(15.0, world_azimuth(40.0), 2.0)  # the reference's distance: native radius 1.85
+    camera = CameraIntrinsics.from_blender(25.706, 36, 24, "AUTO", 0.0, 0.0, 80, 60)  # 70 deg across 80 px
+    assert camera.fov_x_deg == pytest.approx(70.0, abs=0.1)
+    request = _request(image, [pose], camera, steps=2, seed=3)
+    got = synth.render(request)[0]
+    frame = synth.render_native(request, [SphericalPose(pose.elevation_deg, pose.azimuth_deg, native.radius)])[0]
+    expected, zoom = zoomed_native_view(keyed_rgba(frame), camera, native, native.radius, image, 2.0, 33.8, pose.radius)
+    np.testing.assert_allclose(got[..., 3], expected[..., 3], atol=1e-4)
+    np.testing.assert_allclose(got[..., :3] * got[..., 3:], expected[..., :3], atol=1e-4)
+    s = synth.model_size
+    # Zoomed out: the model's whole frame is a smaller square inside, transparent around it.
+    assert 0.5 * s / zoom * camera.fx < camera.cx and got[0, 0, 3] == 0.0 and got[..., 3].max() == 1.0
+
+
+@pytest.mark.parametrize("name, guidance", [("zero123-xl", 3.0), ("stable-zero123", 5.0)])
+def test_tasks_run_the_models_own_default_guidance(tmp_path, monkeypatch, name, guidance):
+    """Through the backend's task and the model registry, a request that leaves guidance
+    unset runs the model's own default; one that sets it runs that."""
+    from blend123.backend.synthesis.registry import WEIGHTS, ResidentModel
+    from blend123.backend.tasks import TaskContext, run_task
+    from blend123.protocol.messages import GenerationSettings, NovelView, View
+
+    monkeypatch.setenv(WEIGHTS[name].env_var, str(DATA / "zero123_tiny"))
+    models = ResidentModel()
+    model = models.get(name)
+    model.model_size = 64
+    model.pipe = recorder = RecordingPipe(model.pipe)
+    events = []
+    ctx = TaskContext("job", tmp_path, lambda stage, f: None, events.append, models, lambda j: [], lambda j: None)
+    poses = np.array([[0.0, 90.0, 0.0]])
+    run_task(NovelView(centred_disc(), poses, GenerationSettings(model=name, resolution=32, steps=2)), ctx)
+    run_task(NovelView(centred_disc(), poses, GenerationSettings(model=name, resolution=32, steps=2, guidance=1.5)), ctx)
+    assert [c["guidance_scale"] for c in recorder.calls] == [guidance, 1.5]
+    assert sum(isinstance(e, View) for e in events) == 2
