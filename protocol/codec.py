@@ -1,7 +1,9 @@
 """Wire codec: a msgpack header plus raw binary frames for arrays.
 
 A message travels as ZeroMQ multipart frames ``[header, buf1, buf2, ...]``. The header
-is a msgpack map ``{"v": protocol version, "t": type name, "id": request id, "b": body}``.
+is a msgpack map ``{"v": protocol version, "t": type name, "id": request id, "c": client
+token, "b": body}``; the client token (optional) names the client across reconnects on a
+loopback backend, where there are no CURVE keys to tell clients apart.
 Inside the body every numpy array (and every ``bytes`` value above a small threshold)
 is replaced by a msgpack extension that names a following frame:
 
@@ -60,16 +62,24 @@ class Envelope:
 
     message: Message
     request_id: str = ""
+    client: str = ""
+
+
+#: Longest accepted request id and client token.
+MAX_ID_CHARS = 128
 
 
 # --- encoding -------------------------------------------------------------------------------
 
 
-def encode(msg: Message, request_id: str = "") -> list[Any]:
+def encode(msg: Message, request_id: str = "", client: str = "") -> list[Any]:
     """Encode ``msg`` as multipart frames; array frames are the arrays' own buffers."""
     frames: list[Any] = [b""]
     body = _to_wire(_fields(msg), frames)
-    frames[0] = msgpack.packb({"v": PROTOCOL_VERSION, "t": msg.TYPE, "id": request_id, "b": body}, use_bin_type=True)
+    header = {"v": PROTOCOL_VERSION, "t": msg.TYPE, "id": request_id, "b": body}
+    if client:
+        header["c"] = client
+    frames[0] = msgpack.packb(header, use_bin_type=True)
     return frames
 
 
@@ -108,13 +118,16 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Envelope:
     """Decode multipart frames into a validated message.
 
     Raises :class:`ProtocolError` for anything malformed, with code ``bad_message``,
-    ``too_large``, ``unknown_type``, ``version_mismatch`` or ``bad_request``.
+    ``too_large``, ``unknown_type``, ``version_mismatch`` or ``bad_request``. Once the
+    header could be read, the error carries its ``request_id``, so the sender learns at
+    once which of its requests was refused.
     """
+    # Count first: a message of a million frames must cost nothing per frame.
+    if len(frames) > limits.max_frames + 1:
+        raise ProtocolError(TOO_LARGE, f"{len(frames)} frames; at most {limits.max_frames + 1} are accepted")
     buffers = [_as_buffer(f) for f in frames]
     if not buffers:
         raise ProtocolError(BAD_MESSAGE, "empty message")
-    if len(buffers) > limits.max_frames + 1:
-        raise ProtocolError(TOO_LARGE, f"{len(buffers)} frames; at most {limits.max_frames + 1} are accepted")
     total = sum(b.nbytes for b in buffers)
     if total > limits.max_total_bytes:
         raise ProtocolError(
@@ -143,11 +156,24 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Envelope:
     except Exception as exc:  # msgpack raises many types for corrupt data
         raise ProtocolError(BAD_MESSAGE, f"header is not valid msgpack: {type(exc).__name__}") from None
 
-    if not isinstance(envelope, dict) or not isinstance(envelope.get("b"), dict):
-        raise ProtocolError(BAD_MESSAGE, "header must be a map with a body map 'b'")
-    version, name, request_id = envelope.get("v"), envelope.get("t"), envelope.get("id", "")
-    if not isinstance(request_id, str):
-        raise ProtocolError(BAD_MESSAGE, "request id 'id' must be a string")
+    if not isinstance(envelope, dict):
+        raise ProtocolError(BAD_MESSAGE, "header must be a map")
+    request_id, client = envelope.get("id", ""), envelope.get("c", "")
+    if not isinstance(request_id, str) or len(request_id) > MAX_ID_CHARS:
+        raise ProtocolError(BAD_MESSAGE, f"request id 'id' must be a string of at most {MAX_ID_CHARS} characters")
+    if not isinstance(client, str) or len(client) > MAX_ID_CHARS:
+        raise ProtocolError(BAD_MESSAGE, f"client token 'c' must be a string of at most {MAX_ID_CHARS} characters", request_id=request_id)
+    try:
+        return _decode_body(envelope, buffers, used, request_id, client)
+    except ProtocolError as exc:
+        exc.request_id = request_id
+        raise
+
+
+def _decode_body(envelope: dict, buffers: list[memoryview], used: set[int], request_id: str, client: str) -> Envelope:
+    if not isinstance(envelope.get("b"), dict):
+        raise ProtocolError(BAD_MESSAGE, "header must hold a body map 'b'")
+    version, name = envelope.get("v"), envelope.get("t")
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
             VERSION_MISMATCH,
@@ -162,7 +188,7 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> Envelope:
 
     msg = _build(cls, envelope["b"], name)
     msg.validate()
-    return Envelope(msg, request_id)
+    return Envelope(msg, request_id, client)
 
 
 def _as_buffer(frame: Any) -> memoryview:

@@ -169,7 +169,14 @@ class Hello(Message):
 @message("ping")
 @dataclass
 class Ping(Message):
-    pass
+    """Are you there? ``jobs``: the ids of this client's jobs it is waiting on; the ``pong``
+    says which of them are still alive, so a job lost to a restart is known at once."""
+
+    jobs: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if len(self.jobs) > MAX_VIEWS_PER_REQUEST:
+            _fail(f"a ping may ask about at most {MAX_VIEWS_PER_REQUEST} jobs, got {len(self.jobs)}")
 
 
 @message("novel_view")
@@ -351,10 +358,15 @@ class Pong(Message):
     """Reply to ``ping``, and the server's heartbeat to clients with running jobs."""
 
     server_time: float
-    running_job: str = ""
+    running_job: str = ""  # only when it is the asking client's own job
     queue_length: int = 0
     # Seconds since the running job last reported a step: a hung worker shows here.
     seconds_since_step: float = 0.0
+    # The state of each job the ping asked about (or, in heartbeats, each job the client
+    # follows) that is the client's own: "queued", "running", a final state, or "unknown".
+    jobs: dict[str, str] = field(default_factory=dict)
+    worker_alive: bool = True
+    worker_restarts: int = 0
 
 
 @message("accepted")

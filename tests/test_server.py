@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from blend123.protocol.errors import QUEUE_FULL, TIMEOUT, UNKNOWN_JOB, UNKNOWN_MODEL, ProtocolError
-from blend123.protocol.messages import Done, Error, GenerationSettings, NovelView, Orbit, Progress, View
+from blend123.protocol.messages import Done, Error, GenerationSettings, NovelView, Orbit, Ping, Pong, Progress, View
+from blend123.protocol.version import PROTOCOL_VERSION
 
 FAST = GenerationSettings(resolution=64)
 
@@ -21,7 +22,7 @@ def orbit_request(image, views=21):
 
 def test_hello_describes_the_backend(server, client_factory):
     reply = client_factory(server.endpoint).hello()
-    assert reply.protocol_version == 1 and reply.server_version
+    assert reply.protocol_version == PROTOCOL_VERSION and reply.server_version
     assert reply.device in ("cpu", "cuda")
     default = next(m for m in reply.models if m.name == "default")
     assert default.available and "proxy" in default.description
@@ -95,7 +96,8 @@ def test_a_client_that_disconnects_fetches_the_result_later(server, client_facto
             break  # got one view, then "Blender crashed"
     first.close()
 
-    second = client_factory(server.endpoint)
+    # Blender comes back with the token it saved: the same client to the backend.
+    second = client_factory(server.endpoint, token=first.token)
     deadline = time.monotonic() + 60
     while second.status(job_id).state != "done":
         assert time.monotonic() < deadline
@@ -187,8 +189,9 @@ def test_bad_requests_get_errors_and_the_server_carries_on(server, client_factor
 
 def test_the_client_notices_a_dead_backend(serve_process, client_factory, reference_image):
     backend = serve_process()
-    client = client_factory(backend.address, timeout_s=2.0, heartbeat_s=0.2)
+    client = client_factory(backend.address, timeout_s=30.0, heartbeat_s=0.2)
     job_id = client.submit(orbit_request(reference_image))
+    client.timeout_s = 2.0
     backend.proc.kill()  # no goodbye: a crash, or the network gone
     started = time.monotonic()
     with pytest.raises(ProtocolError) as err:
@@ -216,24 +219,27 @@ def test_poll_never_blocks_and_heartbeats_arrive(server, client_factory, referen
 
 def test_results_survive_a_backend_restart(tmp_path, client_factory, reference_image):
     from blend123.backend.server import Server, ServerConfig
+    from blend123.backend.server.app import identity
 
     jobs_dir = tmp_path / "jobs"
     first = Server(ServerConfig(bind="tcp://127.0.0.1:0", jobs_dir=jobs_dir))
-    first.start_in_thread()
+    thread = first.start_in_thread()
     client = client_factory(first.endpoint)
     job_id = client.submit(NovelView(reference_image, np.zeros((1, 3)), FAST))
     assert isinstance(list(client.events(job_id))[-1], Done)
     first.stop()
-    # A job the first backend never finished, and a finished one from long ago.
+    thread.join(10)
+    # A job of this client's that the first backend never finished, and a finished one from long ago.
     stale, old = "a" * 32, "b" * 32
+    owner = identity(b"", None, client.token).hex()
     for job, state, created in ((stale, "running", time.time()), (old, "done", time.time() - 30 * 86400)):
         (jobs_dir / job / "events").mkdir(parents=True)
-        (jobs_dir / job / "job.json").write_text(json.dumps({"id": job, "kind": "orbit", "state": state, "created": created}))
+        (jobs_dir / job / "job.json").write_text(json.dumps({"id": job, "kind": "orbit", "state": state, "created": created, "owner": owner}))
 
     second = Server(ServerConfig(bind="tcp://127.0.0.1:0", jobs_dir=jobs_dir, keep_days=14))
     second.start_in_thread()
     try:
-        later = client_factory(second.endpoint)
+        later = client_factory(second.endpoint, token=client.token)
         assert later.resume(job_id).state == "done"
         events = list(later.events(job_id))
         assert [type(e).__name__ for e in events] == ["View", "Done"]
@@ -244,13 +250,46 @@ def test_results_survive_a_backend_restart(tmp_path, client_factory, reference_i
         second.stop()
 
 
-def test_the_server_keeps_each_jobs_request(server, client_factory, reference_image):
+def test_the_server_keeps_each_jobs_request_for_its_owner_only(server, client_factory, reference_image):
+    from blend123.protocol import codec
+    from blend123.protocol.messages import Reconstruct
+
     client = client_factory(server.endpoint)
     job_id = client.submit(Orbit(reference_image, [10.0], views=2, settings=GenerationSettings(reference_elevation=15.0, resolution=64)))
     list(client.events(job_id))
-    stored = server.stored_request(job_id)
+    stored = codec.decode(server.store.read_request(job_id)).message
     assert isinstance(stored, Orbit) and stored.settings.reference_elevation == 15.0
     assert np.array_equal(stored.image, reference_image)
+    # Another client cannot build on it: its orbit is not theirs.
+    stranger = client_factory(server.endpoint)
     with pytest.raises(ProtocolError) as err:
-        server.stored_request("ab" * 16)
+        stranger.submit(Reconstruct(source_job=job_id))
     assert err.value.code == UNKNOWN_JOB
+
+
+def test_another_client_can_neither_see_nor_fetch_nor_cancel_a_job(server, client_factory, reference_image):
+    owner = client_factory(server.endpoint)
+    job_id = owner.submit(orbit_request(reference_image))
+    stranger = client_factory(server.endpoint)
+    for attempt in (stranger.status, stranger.resume, stranger.cancel):
+        with pytest.raises(ProtocolError) as refused:
+            attempt(job_id)
+        assert refused.value.code == UNKNOWN_JOB
+    # The stranger's pings do not reveal the job either.
+    assert stranger.ping().running_job == ""
+    assert stranger._request(Ping([job_id]), Pong).jobs == {job_id: "unknown"}
+    # The owner's job ran on, untouched.
+    assert isinstance(list(owner.events(job_id))[-1], Done) and owner.status(job_id).state == "done"
+    folder = server.store.folder(job_id)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert (folder / "job.json").stat().st_mode & 0o777 == 0o600
+    assert server.store.root.stat().st_mode & 0o077 == 0
+
+
+def test_a_refused_request_is_answered_at_once_with_the_servers_reason(server, client_factory, reference_image):
+    client = client_factory(server.endpoint, timeout_s=30)
+    started = time.monotonic()
+    with pytest.raises(ProtocolError) as refused:
+        client.submit(Orbit(reference_image, [10.0], views=0, settings=FAST))
+    assert time.monotonic() - started < 2.0
+    assert refused.value.code == "bad_request" and "views" in refused.value.message

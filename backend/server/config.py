@@ -29,6 +29,8 @@ class ServerConfig:
     # Admission limits.
     max_queue: int = 64
     max_jobs_per_client: int = 8
+    # Bytes of request inputs one client may have queued or running at once.
+    max_client_bytes: int = 2 << 30
     limits: Limits = field(default_factory=Limits)
     # Seconds between heartbeats sent to clients with queued or running jobs.
     heartbeat_s: float = 1.0
@@ -38,6 +40,8 @@ class ServerConfig:
     progress_rate_hz: float = 20.0
     # Finished jobs older than this are deleted from the jobs folder at start-up.
     keep_days: float = 14.0
+    # The oldest finished jobs are deleted to keep the jobs folder under this size (0: no cap).
+    max_jobs_gb: float = 20.0
     # Finished jobs kept in memory; older ones are reloaded from the jobs folder.
     jobs_in_memory: int = 256
 

@@ -1,4 +1,4 @@
-"""Jobs and the queue in front of the single GPU worker."""
+"""Jobs in memory and the queue in front of the single GPU worker."""
 
 from __future__ import annotations
 
@@ -7,19 +7,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from blend123.protocol.job_phase import JobPhase
 from blend123.protocol.messages import Message
 
-ACTIVE_STATES = ("queued", "running")
+from .jobstore import JobRecord
 
 
 @dataclass
 class Job:
     id: str
     kind: str
-    request: Message | None  # dropped once the job ends: finished jobs must not pin images
-    owner: bytes  # the client's key (CURVE public key, or its routing id on loopback)
+    owner: bytes  # the submitting identity (see ``app.Identity``); only it may see the job
     subscribers: set[bytes] = field(default_factory=set)  # routing ids that get the stream
-    state: str = "queued"
+    # The decoded request while the job runs. Queued jobs keep theirs on disk only, so a
+    # long queue of large images does not pin memory.
+    request: Message | None = None
+    request_bytes: int = 0
+    state: JobPhase = JobPhase.QUEUED
     stage: str = ""
     fraction: float = 0.0
     seq: int = 0
@@ -32,11 +36,18 @@ class Job:
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+        return self.state.active
 
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq
+
+    def record(self) -> JobRecord:
+        return JobRecord(
+            id=self.id, kind=self.kind, state=self.state, owner=self.owner.hex(), stage=self.stage,
+            fraction=self.fraction, last_seq=self.seq, error=self.error, created=self.created,
+            started=self.started, request_bytes=self.request_bytes,
+        )
 
 
 class JobQueue:

@@ -1,35 +1,69 @@
-"""The worker thread: runs one job at a time and streams its events to the socket thread."""
+"""The worker thread: runs one job at a time and streams its events through the outbox.
+
+It depends on the job queue, the job store and the outbox, not on the server. It cannot
+die of a job: every exception ends that job with a clear error, a failure while reporting
+a failure is logged and contained, and a full disk ends the job with ``disk_full`` and
+removes its partial results. Should the thread stop anyway, the server's supervisor
+starts a new one (:meth:`Server._supervise`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Callable
 
 import zmq
 
-from blend123.protocol.errors import BAD_IMAGE, JOB_FAILED, ProtocolError
+from blend123.protocol import codec
+from blend123.protocol.errors import BAD_IMAGE, DISK_FULL, INTERNAL, JOB_FAILED, UNKNOWN_JOB, ProtocolError
+from blend123.protocol.job_phase import JobPhase
 from blend123.protocol.messages import Done, Error, Message, Progress
 
 from ..images import ImageError
 from ..progress import JobCancelled
 from ..synthesis.registry import ResidentModel, free_accelerator_memory
 from ..tasks import TaskContext, run_task
-from .jobs import Job
-
-if TYPE_CHECKING:
-    from .app import Server
+from .jobs import Job, JobQueue
+from .jobstore import JobStore, is_disk_full, is_job_id
+from .outbox import Outbox
 
 log = logging.getLogger("blend123.worker")
 
 
+@dataclass
+class Outcome:
+    state: JobPhase
+    code: str = ""
+    message: str = ""
+    hint: str = ""
+
+
 class Worker(threading.Thread):
-    def __init__(self, server: Server, wake_endpoint: str) -> None:
+    def __init__(
+        self,
+        queue: JobQueue,
+        store: JobStore,
+        outbox: Outbox,
+        context: zmq.Context,
+        wake_endpoint: str,
+        *,
+        progress_rate_hz: float = 20.0,
+        models: ResidentModel | None = None,
+        on_job_end: Callable[[Job], None] = lambda job: None,
+    ) -> None:
         super().__init__(name="blend123-worker", daemon=True)
-        self.server = server
-        self.models = ResidentModel()
+        self.queue = queue
+        self.store = store
+        self.outbox = outbox
+        self.models = models or ResidentModel()
         self.current: Job | None = None
+        self.progress_rate_hz = progress_rate_hz
+        self.on_job_end = on_job_end
+        self._context = context
         self._wake_endpoint = wake_endpoint
         self._wake: zmq.Socket | None = None
         self._stopping = threading.Event()
@@ -39,71 +73,76 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         # This thread's own socket: ZeroMQ sockets are not shared between threads.
-        self._wake = self.server.context.socket(zmq.PUSH)
+        self._wake = self._context.socket(zmq.PUSH)
         self._wake.linger = 0
         self._wake.connect(self._wake_endpoint)
         try:
             while not self._stopping.is_set():
-                job = self.server.queue.take()
+                job = self.queue.take()
                 if job is not None:
                     self._run(job)
         finally:
-            self.models.release()
+            if self._stopping.is_set():
+                self.models.release()
             self._wake.close(0)
 
     # --- one job ------------------------------------------------------------------------------
 
     def _run(self, job: Job) -> None:
         if job.cancel_requested.is_set():
-            self.finish(job, "cancelled")
+            self.finish(job, JobPhase.CANCELLED)
             return
         self.current = job
-        job.state, job.started = "running", time.time()
+        outcome, peak = Outcome(JobPhase.FAILED, INTERNAL, "the job could not start", "see the backend's log"), 0
+        try:
+            outcome, peak = self._execute(job)
+        except BaseException as exc:  # noqa: BLE001 - the worker must outlive any job
+            log.exception("job %s failed outside its task", job.id)
+            outcome = _outcome_of(exc)
+        finally:
+            self.current = None
+            if outcome.state is JobPhase.FAILED:
+                self.fail(job, outcome.code, outcome.message, outcome.hint)
+            else:
+                self.finish(job, outcome.state, peak)
+
+    def _execute(self, job: Job) -> tuple[Outcome, int]:
+        job.state, job.started = JobPhase.RUNNING, time.time()
         job.last_step = job.stage_started = time.monotonic()
-        self._save_state(job)
+        self._save(job)
+        # Queued jobs wait on disk; the request comes back into memory only now.
+        job.request = codec.decode(self.store.read_request(job.id)).message
         cuda = _cuda()
         if cuda:
             cuda.reset_peak_memory_stats()
         ctx = TaskContext(
             job_id=job.id,
-            folder=self.server.store.folder(job.id),
+            folder=self.store.folder(job.id),
             progress=self._progress_fn(job),
             emit=lambda msg: self.emit(job, msg),
             models=self.models,
-            source_events=self.server.stored_results,
-            source_request=self.server.stored_request,
+            source_events=lambda job_id: self._source_events(job, job_id),
+            source_request=lambda job_id: self._source_request(job, job_id),
         )
         # Decide the outcome first; announce it only once the job's memory is released,
         # so that a client seeing "done" or "cancelled" can rely on the GPU being free.
-        outcome: tuple[str, ...]
         try:
             run_task(job.request, ctx)
-            outcome = ("done",)
+            outcome = Outcome(JobPhase.DONE)
         except JobCancelled:
-            outcome = ("cancelled",)
-        except ProtocolError as exc:
-            outcome = ("failed", exc.code, exc.message, exc.hint)
-        except ImageError as exc:
-            outcome = ("failed", BAD_IMAGE, exc.message, exc.hint)
-        except MemoryError:
-            outcome = ("failed", JOB_FAILED, "the backend ran out of memory", "use a smaller resolution, fewer views or a smaller texture")
+            outcome = Outcome(JobPhase.CANCELLED)
         except Exception as exc:
-            log.exception("job %s failed", job.id)
-            if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
-                outcome = ("failed", JOB_FAILED, "the GPU ran out of memory", "close other GPU programs or lower the resolution")
-            else:
-                outcome = ("failed", JOB_FAILED, f"{type(exc).__name__}: {exc}", "see the backend's log for details")
+            outcome = _outcome_of(exc)
+            if outcome.code == INTERNAL or outcome.code == JOB_FAILED:
+                log.exception("job %s failed", job.id)
         peak = cuda.max_memory_allocated() if cuda else 0
         ctx = None  # drop the job's arrays before freeing accelerator memory
+        job.request = None
         free_accelerator_memory()
-        self.current = None
-        if outcome[0] == "failed":
-            self.fail(job, *outcome[1:])
-        else:
-            self.finish(job, outcome[0], peak)
+        return outcome, peak
 
     def _progress_fn(self, job: Job):
-        min_interval = 1.0 / self.server.config.progress_rate_hz
+        min_interval = 1.0 / self.progress_rate_hz
         last_sent = [0.0]
 
         def progress(stage: str, fraction: float) -> None:
@@ -112,7 +151,7 @@ class Worker(threading.Thread):
             now = time.monotonic()
             if stage != job.stage:
                 job.stage, job.stage_started = stage, now
-                self._save_state(job)
+                self._save(job)
             job.fraction, job.last_step = fraction, now
             if now - last_sent[0] >= min_interval or fraction >= 1.0:
                 last_sent[0] = now
@@ -122,30 +161,103 @@ class Worker(threading.Thread):
 
         return progress
 
+    def _source_events(self, job: Job, source_id: str) -> list[Message]:
+        """The decoded results of the submitter's own earlier job (reconstruct from an orbit)."""
+        self._check_source(job, source_id)
+        return [codec.decode(frames).message for _, frames in self.store.events(source_id)]
+
+    def _source_request(self, job: Job, source_id: str) -> Message:
+        self._check_source(job, source_id)
+        try:
+            return codec.decode(self.store.read_request(source_id)).message
+        except (OSError, ProtocolError, ValueError):
+            raise ProtocolError(UNKNOWN_JOB, f"the inputs of job {source_id} are gone", "run the orbit again") from None
+
+    def _check_source(self, job: Job, source_id: str) -> None:
+        record = self.store.read(source_id) if is_job_id(source_id) else None
+        if record is None or record.owner != job.owner.hex():
+            raise ProtocolError(UNKNOWN_JOB, f"no job {source_id[:40]!r} of yours on this backend", "run an orbit first and pass its job id")
+
     # --- events -------------------------------------------------------------------------------
 
     def emit(self, job: Job, msg: Message) -> None:
+        """Number, store (results) and post an event; raises OSError when it cannot be stored."""
         msg.seq = job.next_seq()
-        self.server.publish(job, msg, persist=not isinstance(msg, Progress))
-        if threading.current_thread() is self:
-            self._wake.send(b"", zmq.NOBLOCK)
+        frames = codec.encode(msg)
+        if isinstance(msg, Progress):
+            self.outbox.post(job.id, msg.seq, frames)
+        else:
+            self.store.append_event(job.id, msg.seq, frames)
+            self.outbox.post(job.id, msg.seq, None)
+        self._wake_up()
 
-    def finish(self, job: Job, state: str, peak_memory: int = 0) -> None:
-        job.state, job.request = state, None  # the inputs live on in the jobs folder
-        self.emit(job, Done(job.id, state, time.time() - (job.started or job.created), peak_memory))
-        self._save_state(job)
+    def finish(self, job: Job, state: JobPhase, peak_memory: int = 0) -> None:
+        job.state, job.request = state, None
+        self._end(job, Done(job.id, state.value, time.time() - (job.started or job.created), peak_memory))
 
     def fail(self, job: Job, code: str, message: str, hint: str) -> None:
-        job.state, job.error, job.request = "failed", message, None
-        self.emit(job, Error(code, message, hint, job_id=job.id))
-        self._save_state(job)
+        job.state, job.error, job.request = JobPhase.FAILED, message, None
+        self._end(job, Error(code, message, hint, job_id=job.id), discard=code == DISK_FULL)
 
-    def _save_state(self, job: Job) -> None:
-        self.server.store.write_state(
-            job.id,
-            {"id": job.id, "kind": job.kind, "state": job.state, "stage": job.stage, "fraction": job.fraction,
-             "last_seq": job.seq, "error": job.error, "created": job.created, "started": job.started},
+    def _end(self, job: Job, msg: Done | Error, discard: bool = False) -> None:
+        """Store and announce a job's end; whatever fails here, subscribers still hear of it.
+
+        ``discard``: remove the job's partial results (on a full disk they help nobody, and
+        the space they hold is what the next job needs).
+        """
+        msg.seq = job.next_seq()
+        frames = codec.encode(msg)
+        stored = False
+        if not discard:
+            try:
+                self.store.append_event(job.id, msg.seq, frames)
+                stored = True
+            except OSError as exc:
+                log.error("could not store the end of job %s: %s", job.id, exc)
+                discard = is_disk_full(exc)
+        self.outbox.post(job.id, msg.seq, None if stored else frames, ends_job=True)
+        if discard:
+            self.store.delete(job.id)
+        else:
+            if job.state in (JobPhase.FAILED, JobPhase.CANCELLED):
+                self.store.drop_request(job.id)  # nobody will run it again
+            try:
+                self._save(job)
+            except OSError as exc:
+                log.error("could not record the end of job %s: %s", job.id, exc)
+        with contextlib.suppress(Exception):
+            self.on_job_end(job)
+        self._wake_up()
+
+    def _save(self, job: Job) -> None:
+        self.store.write(job.record())
+
+    def _wake_up(self) -> None:
+        if threading.current_thread() is self and self._wake is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._wake.send(b"", zmq.NOBLOCK)
+
+
+def _outcome_of(exc: BaseException) -> Outcome:
+    """How a job that raised ``exc`` ended, in words a user can act on."""
+    if isinstance(exc, JobCancelled):
+        return Outcome(JobPhase.CANCELLED)
+    if isinstance(exc, ProtocolError):
+        return Outcome(JobPhase.FAILED, exc.code, exc.message, exc.hint)
+    if isinstance(exc, ImageError):
+        return Outcome(JobPhase.FAILED, BAD_IMAGE, exc.message, exc.hint)
+    if is_disk_full(exc):
+        return Outcome(
+            JobPhase.FAILED, DISK_FULL, "the backend's disk is full",
+            "free space on the disk that holds the backend's jobs folder (or lower --keep-days / --max-jobs-gb), then submit again",
         )
+    if isinstance(exc, MemoryError):
+        return Outcome(JobPhase.FAILED, JOB_FAILED, "the backend ran out of memory", "use a smaller resolution, fewer views or a smaller texture")
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        return Outcome(JobPhase.FAILED, JOB_FAILED, "the GPU ran out of memory", "close other GPU programs or lower the resolution")
+    if isinstance(exc, Exception):
+        return Outcome(JobPhase.FAILED, JOB_FAILED, f"{type(exc).__name__}: {exc}", "see the backend's log for details")
+    return Outcome(JobPhase.FAILED, INTERNAL, f"the worker was stopped by {type(exc).__name__}", "see the backend's log")
 
 
 def _cuda():
