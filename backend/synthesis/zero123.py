@@ -9,7 +9,6 @@ guidance whose unconditional branch zeroes both; DDIM.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -262,23 +261,3 @@ def _step_kwargs(scheduler, generator, eta: float) -> dict:
     if "generator" in params:
         kwargs["generator"] = generator
     return kwargs
-
-
-def write_projection(folder: Path, projection: PoseProjection, layout: str) -> None:
-    """Save a projection in one published layout (used to build test checkpoints)."""
-    from safetensors.torch import save_file
-
-    names = dict(ZERO123_PROJECTIONS)
-    if layout not in names:
-        raise ValueError(f"layout must be one of {list(names)}")
-    prefix = names[layout]
-    sub = folder / layout
-    sub.mkdir(parents=True, exist_ok=True)
-    weight, bias = projection.proj.weight.detach().contiguous(), projection.proj.bias.detach().contiguous()
-    save_file({f"{prefix}.weight": weight, f"{prefix}.bias": bias}, str(sub / "diffusion_pytorch_model.safetensors"))
-    d_out, d_in = weight.shape
-    if layout == "clip_camera_projection":  # ashawkey/*-diffusers (dreamgaussian's CLIPCameraProjection)
-        config = {"_class_name": "CLIPCameraProjection", "_diffusers_version": "0.21.0", "embedding_dim": d_out, "additional_embeddings": d_in - d_out}
-    else:  # kxic/* (the community pipeline's CCProjection)
-        config = {"_class_name": "CCProjection", "_diffusers_version": "0.21.0", "in_channel": d_in, "out_channel": d_out}
-    (sub / "config.json").write_text(json.dumps(config, indent=1))

@@ -86,8 +86,6 @@ def write_zero123_checkpoint(folder: Path, layout: str = "clip_camera_projection
 
     ``half`` stores float16 weights (as the published fp16 checkpoints do; smaller files).
     """
-    from blend123.backend.synthesis.zero123 import write_projection
-
     vae, clip, unet, scheduler, projection = tiny_zero123_components(seed)
     if half:
         for module in (vae, clip, unet, projection):
@@ -163,3 +161,25 @@ def write_sv3d_checkpoint(path: Path, variant: str, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
     return path
+
+
+def write_projection(folder: Path, projection: "PoseProjection", layout: str) -> None:
+    """Save a projection in one published layout, as the published checkpoints ship it."""
+    from safetensors.torch import save_file
+
+    from blend123.backend.synthesis.weights import ZERO123_PROJECTIONS
+
+    names = dict(ZERO123_PROJECTIONS)
+    if layout not in names:
+        raise ValueError(f"layout must be one of {list(names)}")
+    prefix = names[layout]
+    sub = folder / layout
+    sub.mkdir(parents=True, exist_ok=True)
+    weight, bias = projection.proj.weight.detach().contiguous(), projection.proj.bias.detach().contiguous()
+    save_file({f"{prefix}.weight": weight, f"{prefix}.bias": bias}, str(sub / "diffusion_pytorch_model.safetensors"))
+    d_out, d_in = weight.shape
+    if layout == "clip_camera_projection":  # ashawkey/*-diffusers (dreamgaussian's CLIPCameraProjection)
+        config = {"_class_name": "CLIPCameraProjection", "_diffusers_version": "0.21.0", "embedding_dim": d_out, "additional_embeddings": d_in - d_out}
+    else:  # kxic/* (the community pipeline's CCProjection)
+        config = {"_class_name": "CCProjection", "_diffusers_version": "0.21.0", "in_channel": d_in, "out_channel": d_out}
+    (sub / "config.json").write_text(json.dumps(config, indent=1))
