@@ -20,7 +20,8 @@ import numpy as np
 
 from blend123.backend.images import load_rgba
 from blend123.backend.synthesis.proxy import ProxyViewSynthesizer
-from blend123.protocol.camera import ORBIT_VIEWS, SphericalPose, orbit_relative_azimuths, world_azimuth
+from blend123.backend.synthesis.registry import SynthesisRequest
+from blend123.protocol.camera import DEFAULT_FOV_DEG, ORBIT_VIEWS, CameraIntrinsics, SphericalPose, orbit_relative_azimuths, world_azimuth
 
 REPO = Path(__file__).resolve().parent.parent
 ELEVATION_DEG = 8.0  # the examples' camera height
@@ -36,17 +37,20 @@ def run(image_path: Path, resolution: int = 256, repeats: int = 5) -> dict:
     image = load_rgba(image_path)
     reference = SphericalPose(ELEVATION_DEG, world_azimuth(0.0))
     orbit = [SphericalPose(ELEVATION_DEG, world_azimuth(a)) for a in orbit_relative_azimuths(ORBIT_VIEWS)]
-    kwargs = {"reference": reference, "resolution": resolution}
+    camera = CameraIntrinsics.square(DEFAULT_FOV_DEG, resolution)
+
+    def request(poses) -> SynthesisRequest:
+        return SynthesisRequest(image, poses, reference, DEFAULT_FOV_DEG, camera)
 
     def cold_orbit() -> None:
-        ProxyViewSynthesizer()(image, orbit, **kwargs)
+        ProxyViewSynthesizer()(request(orbit))
 
     cold = [timed(cold_orbit) for _ in range(repeats)]
     warm_model = ProxyViewSynthesizer()
-    build = timed(lambda: warm_model(image, [], **kwargs))  # builds and caches the proxy only
-    warm = [timed(lambda: warm_model(image, orbit, **kwargs)) for _ in range(repeats)]
+    build = timed(lambda: warm_model(request([])))  # builds and caches the proxy only
+    warm = [timed(lambda: warm_model(request(orbit))) for _ in range(repeats)]
     spread = orbit[:: max(1, ORBIT_VIEWS // repeats)]  # a few different azimuths
-    single = [timed(lambda p=p: warm_model(image, [p], **kwargs)) for p in spread]
+    single = [timed(lambda p=p: warm_model(request([p]))) for p in spread]
     return {
         "benchmark": "proxy view synthesis",
         "model": ProxyViewSynthesizer.name,

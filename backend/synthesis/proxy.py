@@ -46,6 +46,7 @@ class ProxyViewSynthesizer:
 
     def __init__(self) -> None:
         self._cache: OrderedDict[tuple[str, int], ProxySurface] = OrderedDict()
+        self._placed: tuple[ProxySurface, tuple, np.ndarray] | None = None  # the last placement
         self._lock = threading.Lock()
 
     def check(self, request: SynthesisRequest) -> None:
@@ -59,9 +60,7 @@ class ProxyViewSynthesizer:
         """
         self.check(request)
         camera = request.camera
-        surface = self.surface(request.image, max(camera.width, camera.height, GRID))
-        subject = subject_in_world(request.image, request.reference, request.reference_fov_deg)
-        vertices = surface.world_vertices(subject)
+        vertices, surface = self.placed(request, max(camera.width, camera.height, GRID))
         views = np.zeros((len(request.poses), camera.height, camera.width, 4), np.uint8)
         for i, pose in enumerate(request.poses):
             views[i] = render_view(surface, vertices, pose.to_c2w(), camera)
@@ -70,6 +69,21 @@ class ProxyViewSynthesizer:
 
     def sds_guide(self, image: np.ndarray, c2w: np.ndarray):
         raise ProtocolError(BAD_REQUEST, "the default model cannot guide SDS", "use zero123-xl or stable-zero123 as the sds model")
+
+    def placed(self, request: SynthesisRequest, texture_size: int) -> tuple[np.ndarray, ProxySurface]:
+        """The proxy's world vertices for this photo and reference camera, and its surface:
+        computed once, then reused for every view of an orbit (which asks one pose at a time)."""
+        surface = self.surface(request.image, texture_size)
+        key = (request.reference, request.reference_fov_deg)
+        with self._lock:
+            placed = self._placed
+            if placed is not None and placed[0] is surface and placed[1] == key:
+                return placed[2], surface
+        subject = subject_in_world(request.image, request.reference, request.reference_fov_deg)
+        vertices = surface.world_vertices(subject)
+        with self._lock:
+            self._placed = (surface, key, vertices)
+        return vertices, surface
 
     def surface(self, image: np.ndarray, texture_size: int) -> ProxySurface:
         """The proxy for ``image``, built once and then reused for every pose."""
