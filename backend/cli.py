@@ -9,28 +9,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import math
+import os
 import signal
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import zmq
 
 from blend123.protocol.codec import Limits
 from blend123.protocol import settings as S
 from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS, CameraIntrinsics
-from blend123.protocol.client import Client, CurveClientKeys
-from blend123.protocol.errors import ProtocolError
+from blend123.protocol.client import Client, CurveClientKeys, check_address
+from blend123.protocol.errors import Blend123Error, ProtocolError
 from blend123.protocol.messages import Done, Error, GenerationSettings, Mesh, Message, NovelView, Orbit, Progress, Reconstruct, View
 from blend123.protocol.version import __version__
 
 from .console import StageBars
-from .images import ImageError, load_rgba, save_rgba
+from .images import load_rgba, save_rgba
 from .server.config import DEFAULT_BIND, ServerConfig, default_jobs_dir
-from .server.security import ConfigurationError
 from .tasks import write_transforms
 
 EXIT_FAILED = 1
@@ -38,10 +41,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-class CommandError(Exception):
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
+class CommandError(Blend123Error):
+    """A mistake on the command line: a path, a value, a combination of options."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,12 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args) or 0
-    except (CommandError, ConfigurationError, ImageError) as exc:
-        _print_error(getattr(exc, "message", exc.args[0] if exc.args else str(exc)), getattr(exc, "hint", ""))
-        return EXIT_USAGE
-    except ProtocolError as exc:
+    except ProtocolError as exc:  # the backend (or the client) refused: a failed job, not a typo
         _print_error(exc.message, exc.hint)
-        return EXIT_FAILED
+        return EXIT_FAILED if exc.code not in ("bad_request", "bad_keys") else EXIT_USAGE
+    except Blend123Error as exc:  # every user mistake: a message and a fix, no traceback
+        _print_error(exc.message, exc.hint)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-jobs-per-client", type=int, default=8)
     p.add_argument("--max-message-mb", type=int, default=512, help="largest request accepted, in MiB")
     p.add_argument("--keep-days", type=float, default=14.0, help="delete finished jobs older than this at start-up")
+    p.add_argument("--max-jobs-gb", type=float, default=20.0, help="delete the oldest finished jobs to keep the jobs folder under this size (0: no cap)")
     p.set_defaults(func=cmd_serve, log_level="info")
 
     p = sub.add_parser("views", help="novel views of an image at given poses")
@@ -217,15 +219,20 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
             raise CommandError("a CURVE-protected backend needs both --client-key and --server-key")
         keys = CurveClientKeys.from_files(args.client_key, args.server_key)
     server = server_thread = None
+    private_jobs = None
     if args.server:
         address = args.server
+        client = Client(address, keys=keys, timeout_s=30.0)  # refuses a malformed address at once
     else:
         from .server import Server
 
-        server = Server(ServerConfig(bind=f"inproc://blend123-cli-{uuid.uuid4().hex}"))
+        # A private jobs folder: this run's jobs are nobody else's, and another process's
+        # live jobs are never mistaken for interrupted ones.
+        private_jobs = tempfile.TemporaryDirectory(prefix="blend123-cli-")
+        server = Server(ServerConfig(bind=f"inproc://blend123-cli-{uuid.uuid4().hex}", jobs_dir=Path(private_jobs.name)))
         server_thread = server.start_in_thread()
         address = server.endpoint
-    client = Client(address, keys=keys, timeout_s=30.0)
+        client = Client(address, keys=keys, timeout_s=30.0)
     try:
         client.hello("blend123-cli")
         yield client
@@ -236,6 +243,8 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
             # Let it finish releasing the model: a daemon thread still freeing torch
             # memory while the interpreter shuts down aborts the process.
             server_thread.join(timeout=30)
+        if private_jobs is not None:
+            private_jobs.cleanup()
 
 
 def run_job(client: Client, request: Message, quiet: bool) -> Iterator[Message]:
@@ -271,6 +280,8 @@ def run_job(client: Client, request: Message, quiet: bool) -> Iterator[Message]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import Server
 
+    check_address(args.bind)  # "localhost:5123" says how to write it, not "refusing to listen"
+
     config = ServerConfig(
         bind=args.bind,
         jobs_dir=args.jobs_dir or default_jobs_dir(),
@@ -280,9 +291,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_jobs_per_client=args.max_jobs_per_client,
         limits=Limits(max_total_bytes=args.max_message_mb << 20),
         keep_days=args.keep_days,
+        max_jobs_gb=args.max_jobs_gb,
     )
     server = Server(config)
-    endpoint = server.bind()
+    try:
+        endpoint = server.bind()
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise CommandError(f"{args.bind} is already in use (another blend123 serve, or another program)", "stop that process, or serve on another port: --bind tcp://127.0.0.1:5124") from None
+        raise CommandError(f"cannot serve on {args.bind!r}: {exc}", "give an endpoint like tcp://127.0.0.1:5123 (tcp://[::1]:5123 for IPv6)") from None
     auth = "CURVE authentication on" if args.curve_secret else "loopback only, no authentication"
     print(f"blend123 {__version__} serving on {endpoint} ({auth}); jobs in {config.jobs_dir}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
@@ -292,6 +309,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.stop()
     return 0
 
+
+
+# --- output paths: checked before any work starts, written atomically ------------------------------
+
+
+def check_output_file(path: Path, suffix: str) -> None:
+    """Refuse an output file that could not be written, before minutes of work go into it."""
+    if path.is_dir():
+        raise CommandError(f"{path} is a folder", f"give a file name ending in {suffix}, e.g. {path / ('asset' + suffix)}")
+    if path.suffix.lower() != suffix:
+        raise CommandError(f"{path} does not end in {suffix}", f"name the output {path.with_suffix(suffix).name}")
+    _check_writable_folder(path.parent if str(path.parent) else Path("."))
+
+
+def check_output_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"{path} exists and is not a folder", "give the name of a folder for the views")
+    _check_writable_folder(path)
+
+
+def _check_writable_folder(folder: Path) -> None:
+    existing = folder
+    while not existing.exists():  # the nearest folder that exists must let us create the rest
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CommandError(f"{existing} is a file, so {folder} cannot be created", "choose another output location")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CommandError(f"cannot write to {existing} (permission denied)", "choose a folder you can write to")
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}", "free some space or choose another output location") from None
 
 
 def _collect_views(client: Client, request: Message, output: Path, quiet: bool) -> list[View]:
@@ -311,18 +368,24 @@ def _collect_views(client: Client, request: Message, output: Path, quiet: bool) 
 
 
 def cmd_views(args: argparse.Namespace) -> int:
+    check_output_folder(args.output)
     image = load_rgba(args.image)
     poses = np.array([[args.elevation, a, args.radius] for a in args.azimuth], dtype=np.float64)
+    request = NovelView(image, poses, _settings(args))
+    request.validate()  # a mistyped value is refused before a backend starts
     with connect(args) as client:
-        views = _collect_views(client, NovelView(image, poses, _settings(args)), args.output, args.quiet)
+        views = _collect_views(client, request, args.output, args.quiet)
     print(f"wrote {len(views)} view(s) and transforms.json to {args.output}")
     return 0
 
 
 def cmd_orbit(args: argparse.Namespace) -> int:
+    check_output_folder(args.output)
     image = load_rgba(args.image)
+    request = Orbit(image, list(args.elevations), views=args.views, settings=_settings(args))
+    request.validate()
     with connect(args) as client:
-        views = _collect_views(client, Orbit(image, list(args.elevations), views=args.views, settings=_settings(args)), args.output, args.quiet)
+        views = _collect_views(client, request, args.output, args.quiet)
     print(f"wrote {len(views)} orbit views and transforms.json to {args.output}")
     return 0
 
@@ -330,6 +393,7 @@ def cmd_orbit(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from .reconstruction.pipeline import load_transforms_camera
 
+    check_output_file(args.output, ".glb")
     try:
         images, c2w, camera = load_transforms_camera(args.transforms)
     except (OSError, ValueError) as exc:
@@ -342,6 +406,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     request = Reconstruct(
         images=images, c2w=c2w, camera_angle_x=camera.camera_angle_x, camera=camera, texture_size=args.texture_size, max_faces=args.max_faces, **sds
     )
+    request.validate()  # e.g. a one-frame transforms.json: refused now, not by the backend
     with connect(args) as client:
         mesh = _receive_mesh(client, request, args.quiet)
     _write_mesh(mesh, args.output)
@@ -349,9 +414,14 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    check_output_file(args.output, ".glb")
+    if args.views_dir:
+        check_output_folder(args.views_dir)
     image = load_rgba(args.image)
+    orbit = Orbit(image, list(args.elevations), settings=_settings(args))
+    orbit.validate()
+    Reconstruct(source_job="0" * 32, texture_size=args.texture_size, max_faces=args.max_faces, sds_model=args.sds_model).validate()
     with connect(args) as client:
-        orbit = Orbit(image, list(args.elevations), settings=_settings(args))
         orbit_id = ""
         if args.views_dir:
             views = _collect_views(client, orbit, args.views_dir, args.quiet)
@@ -376,12 +446,11 @@ def _receive_mesh(client: Client, request: Reconstruct, quiet: bool) -> Mesh:
 
 
 def _write_mesh(mesh: Mesh, output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_bytes(mesh.glb)
+    write_file_atomically(output, mesh.glb)
     extra = ""
     if mesh.light_json:
         light = output.with_suffix(".light.json")
-        light.write_text(mesh.light_json)
+        write_file_atomically(light, mesh.light_json.encode())
         extra = f" and {light.name}"
     print(f"wrote {output} ({len(mesh.faces)} faces, {mesh.texture.shape[1]}x{mesh.texture.shape[0]} texture){extra}")
 

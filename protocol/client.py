@@ -139,7 +139,7 @@ class Client:
         self._monitor = self._context.socket(zmq.PAIR)
         self._monitor.linger = 0
         self._monitor.connect(monitor_endpoint)
-        self._connected = False
+        self._connected = address.startswith("inproc://")  # inproc reports no connection events
         self._refused = ""
         self._down_since = time.monotonic()
         try:
@@ -167,7 +167,12 @@ class Client:
         return pong
 
     def submit(self, request: Message) -> str:
-        """Queue a job (novel_view, orbit or reconstruct); returns its id."""
+        """Queue a job (novel_view, orbit or reconstruct); returns its id.
+
+        The request is checked here first, against the same bounds the backend applies,
+        so a mistyped value is refused before any image travels.
+        """
+        request.validate()
         accepted = self._request(request, Accepted)
         self._active.add(accepted.job_id)
         self._last_seq.setdefault(accepted.job_id, 0)

@@ -70,7 +70,7 @@ def test_commands_against_a_running_server(serve_process, tmp_path):
         (["views", "no/such/image.png", "--azimuth", "90", "-o", "x"], "no/such/image.png"),
         (["reconstruct", "no/such/transforms.json", "-o", "x.glb"], "transforms.json"),
         (["views", "{examples}/duck.png", "--azimuth", "90", "-o", "x", "--model", "sv3d-nope"], "unknown model"),
-        (["views", "{examples}/duck.png", "--azimuth", "90", "-o", "x", "--server", "tcp://127.0.0.1:9"], "no answer"),
+        (["views", "{examples}/duck.png", "--azimuth", "90", "-o", "x", "--server", "tcp://127.0.0.1:9"], "nothing is listening"),
     ],
 )
 def test_errors_are_clear_and_exit_non_zero(args, message, tmp_path):
