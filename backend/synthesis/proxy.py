@@ -68,7 +68,9 @@ class ProxyViewSynthesizer:
         return views
 
     def sds_guide(self, image: np.ndarray, c2w: np.ndarray):
-        raise ProtocolError(BAD_REQUEST, "the default model cannot guide SDS", "use zero123-xl or stable-zero123 as the sds model")
+        raise ProtocolError(
+            BAD_REQUEST, "the default model is not a Zero123-class model: it cannot guide SDS", "use zero123-xl or stable-zero123 as the sds model"
+        )
 
     def placed(self, request: SynthesisRequest, texture_size: int) -> tuple[np.ndarray, ProxySurface]:
         """The proxy's world vertices for this photo and reference camera, and its surface:
