@@ -409,7 +409,15 @@ class Client:
                 self._active.discard(job_id)
                 what = "was interrupted on the backend" if state == JobPhase.INTERRUPTED else "is not known to the backend (it restarted, or the job was deleted)"
                 out.append(Error(JOB_LOST, f"job {job_id} {what}", "submit it again", job_id=job_id))
-            elif state in (JobPhase.DONE, JobPhase.FAILED, JobPhase.CANCELLED) and job_id not in self._refetched:
+            elif state in (JobPhase.DONE, JobPhase.FAILED, JobPhase.CANCELLED) and job_id in self._refetched:
+                # Ended, fetched again, and still no end event: the backend cannot read it.
+                # End the stream from the state, so nobody waits for an event that will not come.
+                self._active.discard(job_id)
+                if state == JobPhase.FAILED:
+                    out.append(Error(JOB_LOST, f"job {job_id} failed on the backend; its error could not be read", "see the backend's log", job_id=job_id))
+                else:
+                    out.append(Done(job_id, str(state)))
+            elif state in (JobPhase.DONE, JobPhase.FAILED, JobPhase.CANCELLED):
                 # Its end event may still be on the way; if it was dropped, this replays it.
                 self._refetched.add(job_id)
                 frames = codec.encode(FetchResult(job_id, self._last_seq.get(job_id, 0)), "", self.token)

@@ -83,15 +83,22 @@ def client_factory():
 class ServeProcess:
     """A real `blend123 serve` process."""
 
-    def __init__(self, args: list[str], jobs_dir: Path) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], jobs_dir: Path, port: int = 0) -> None:
+        self.port = port or free_port()
+        self.jobs_dir = jobs_dir
         self.address = f"tcp://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "blend123.backend.cli", "serve", "--bind", self.address, "--jobs-dir", str(jobs_dir), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        line = self.proc.stdout.readline()
-        if "serving on" not in line:
+        seen = ""
+        for _ in range(50):  # start-up may log first (pruned or interrupted jobs)
+            line = self.proc.stdout.readline()
+            seen += line
+            if "serving on" in line or not line:
+                break
+        if "serving on" not in seen:
             self.proc.kill()
-            raise RuntimeError(f"server did not start: {line}{self.proc.stdout.read()}")
+            raise RuntimeError(f"server did not start: {seen}{self.proc.stdout.read()}")
+        self.startup_log = seen
         time.sleep(0.05)
 
     def stop(self) -> None:
