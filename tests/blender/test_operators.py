@@ -116,6 +116,14 @@ def test_preview_plane_at_the_subject_depth_replaced_not_stacked(connected, scen
     np.testing.assert_allclose(uv[:, 0], [0, 1, 1, 0], atol=1e-4)
     assert uv[0, 1] <= 1e-4 and uv[2, 1] >= 1 - 1e-4  # covers top and bottom
 
+    # Undo takes a replacement back: the plane it replaced returns.
+    first = planes[0].name
+    bpy.ops.ed.undo_push(message="before preview")
+    assert bpy.ops.blend123.preview("EXEC_DEFAULT", True) == {"FINISHED"}
+    bpy.ops.ed.undo()
+    scene, cam = bpy.context.scene, bpy.data.objects["Viewer"]  # undo rebuilt both
+    assert [o.name for o in bpy.data.objects if o.parent == cam] == [first]
+
     # Another camera gets its own plane; the first one's stays.
     other = _viewer(scene, lens=85.0, offset=(-2.0, -1.0, 0.5), name="Other")
     assert bpy.ops.blend123.preview() == {"FINISHED"}
@@ -181,6 +189,7 @@ def test_mesh_lands_at_the_subject_with_uvs_and_texture(connected, scene, tmp_pa
     meshes = [o for o in bpy.data.objects if o.type == "MESH" and o.name.endswith(" mesh")]
     assert len(meshes) == 1
     obj = meshes[0]
+    obj_name = obj.name
     assert obj.users_collection[0].name.startswith("mesh ")
     assert len(obj.data.uv_layers) == 1
     image = obj.data.materials[0].node_tree.nodes["Image Texture"].image
@@ -205,9 +214,13 @@ def test_mesh_lands_at_the_subject_with_uvs_and_texture(connected, scene, tmp_pa
     assert obj["blend123_job"] and obj.users_collection[0]["blend123_job"] == obj["blend123_job"]
 
     # Make mesh again reuses the finished orbit instead of generating a new one.
-    orbits = [c for c in bpy.data.collections if c.name.startswith("orbit ")]
-    assert bpy.ops.blend123.mesh() == {"FINISHED"}
-    assert [c for c in bpy.data.collections if c.name.startswith("orbit ")] == orbits
+    orbits = [c.name for c in bpy.data.collections if c.name.startswith("orbit ")]
+    bpy.ops.ed.undo_push(message="before the second mesh")
+    assert bpy.ops.blend123.mesh("EXEC_DEFAULT", True) == {"FINISHED"}
+    assert [c.name for c in bpy.data.collections if c.name.startswith("orbit ")] == orbits
+    assert len([o for o in bpy.data.objects if o.name.endswith(" mesh")]) == 2
+    bpy.ops.ed.undo()  # takes the second mesh (and its collection) away again
+    assert [o.name for o in bpy.data.objects if o.name.endswith(" mesh")] == [obj_name]
 
 
 def test_apply_light_disabled_without_a_fitted_light(connected, scene):
