@@ -1,4 +1,6 @@
-"""Operators: connect, preview, live preview, orbit, mesh, cancel, fitted light.
+"""Operators: connect, preview, live preview, orbit, mesh, cancel, resume, front camera,
+fitted light. They sit on top: they use the session, ``submit``, ``dispatch`` and the
+timer, and nothing but registration imports them.
 
 In the UI an operator only submits the job and returns; results arrive through the
 timer. In background mode (timers never fire) it waits for the job and applies the

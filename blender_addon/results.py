@@ -21,6 +21,7 @@ from .protocol.errors import CANCELLED, JOB_LOST
 from .protocol.messages import Done, Mesh, View
 from .reports import report
 from .session import LOST_JOB_HINT, session
+from .submit import submit_mesh
 
 #: How a job that did not finish is labelled (collection name suffix, ``blend123_state``).
 FAILED, CANCELLED_STATE, LOST = "failed", "cancelled", "lost"
@@ -71,8 +72,6 @@ def apply(routed: Routed) -> JobInfo | None:
 
 
 def _orbit_done(scene: bpy.types.Scene, info: JobInfo) -> JobInfo | None:
-    from .submit import submit_mesh  # submit -> session only: no cycle, but keep it local
-
     ctx = info.context
     settings = scene.blend123
     settings.last_orbit_job = info.job_id
