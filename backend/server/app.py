@@ -55,7 +55,7 @@ from ..synthesis.registry import ResidentModel, check_model, model_infos
 from .config import ServerConfig
 from .jobs import Job, JobQueue
 from .jobstore import JobRecord, JobStore, is_disk_full, is_job_id
-from .outbox import Outbox, send
+from .outbox import Outbox
 from .security import load_server_keys, secure_socket
 from .worker import Worker
 
@@ -65,7 +65,7 @@ WAKE_ENDPOINT = "inproc://blend123-wake-{}"
 # Messages handled per loop turn before outgoing events get their turn.
 MAX_REQUESTS_PER_TURN = 64
 # Messages queued per client pipe before the outbox waits for the client to read.
-SEND_HWM = 16
+SEND_HWM = 1000
 
 
 def identity(routing_id: bytes, user_id: str | None, client_token: str) -> bytes:
@@ -156,7 +156,7 @@ class Server:
         self._ready.set()
         try:
             while not self._stop.is_set():
-                ready = dict(poller.poll(100))
+                ready = dict(poller.poll(5 if self.outbox.has_pending else 100))
                 if self.socket in ready:
                     self._handle_requests()
                 if wake in ready:
@@ -398,7 +398,7 @@ class Server:
     # --- sending ------------------------------------------------------------------------------
 
     def _send(self, peer: bytes, msg: Message, request_id: str = "") -> None:
-        send(self.socket, peer, codec.encode(msg, request_id))  # a full or gone peer: dropped
+        self.outbox.reply(self.socket, peer, codec.encode(msg, request_id))
 
     def _flush(self) -> None:
         self.outbox.flush(self.socket)
@@ -438,21 +438,13 @@ def _handshake_monitor(sock: zmq.Socket, context: zmq.Context) -> zmq.Socket:
 
 
 def _recv_bounded(sock: zmq.Socket, max_frames: int) -> list[zmq.Frame] | None:
-    """One multipart message, or None when none is waiting. A message with more than
-    ``max_frames`` frames is drained cheaply and returned as its routing frame alone."""
+    """One multipart message, or None when none is waiting; a message with more than
+    ``max_frames`` frames comes back as its routing frame alone (refused as too large)."""
     try:
-        first = sock.recv(zmq.NOBLOCK, copy=False)
+        frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
     except zmq.Again:
         return None
-    frames = [first]
-    while frames[-1].more:
-        if len(frames) >= max_frames:
-            rest = frames[-1]
-            while rest.more:  # discard the rest: the fastest way pyzmq has (~0.5 us a frame)
-                rest = sock.recv(copy=False)
-            return [first]
-        frames.append(sock.recv(copy=False))
-    return frames
+    return frames if len(frames) <= max_frames else frames[:1]
 
 
 def _user_id(frames: list[zmq.Frame]) -> str | None:

@@ -25,6 +25,9 @@ from .jobstore import JobStore
 
 log = logging.getLogger("blend123.outbox")
 
+#: Replies kept per peer while its pipe is full.
+MAX_PENDING_REPLIES = 256
+
 
 @dataclass
 class _Subscription:
@@ -49,6 +52,9 @@ class Outbox:
         self._lock = threading.Lock()
         self._subs: dict[str, dict[bytes, _Subscription]] = {}  # job id -> peer -> state
         self._end_seq: dict[str, int] = {}
+        # Replies that met a full pipe, retried in order; a peer that sends requests
+        # without reading their replies loses the oldest beyond MAX_PENDING_REPLIES.
+        self._replies: dict[bytes, collections.deque[list[Any]]] = {}
 
     # --- worker thread --------------------------------------------------------------------
 
@@ -73,12 +79,33 @@ class Outbox:
         else:  # a repeated fetch rewinds the one replay, it does not start another
             sub.cursor, sub.end_seq, sub.fresh = min(sub.cursor, after_seq), end_seq, True
 
+    def reply(self, socket: zmq.Socket, peer: bytes, frames: list[Any]) -> None:
+        """Send a reply now, or as soon as the peer's pipe has room (never lost to a
+        momentarily full pipe: ZeroMQ's I/O thread drains it within milliseconds)."""
+        waiting = self._replies.get(peer)
+        if waiting is None and send(socket, peer, frames) is not None:
+            return
+        waiting = self._replies.setdefault(peer, collections.deque(maxlen=MAX_PENDING_REPLIES))
+        waiting.append(frames)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._replies) or any(sub.blocked for subs in self._subs.values() for sub in subs.values())
+
     def forget_peer(self, peer: bytes) -> None:
         for subs in self._subs.values():
             subs.pop(peer, None)
 
     def flush(self, socket: zmq.Socket) -> None:
         """Deliver what was posted and what subscribers are owed, as far as pipes allow."""
+        for peer, waiting in list(self._replies.items()):
+            while waiting:
+                sent = send(socket, peer, waiting[0])
+                if sent is None:
+                    break
+                waiting.popleft()
+            if not waiting:
+                del self._replies[peer]
         with self._lock:
             posted, self._posted = self._posted, collections.deque()
         # In posting order, so that progress never overtakes the result before it.
