@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -89,17 +90,27 @@ class ServeProcess:
         self.address = f"tcp://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "blend123.backend.cli", "serve", "--bind", self.address, "--jobs-dir", str(jobs_dir), *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        seen = ""
-        for _ in range(50):  # start-up may log first (pruned or interrupted jobs)
-            line = self.proc.stdout.readline()
-            seen += line
-            if "serving on" in line or not line:
-                break
-        if "serving on" not in seen:
+        self._lines: list[str] = []
+        started = threading.Event()
+        # Read the server's output all along: a pipe nobody reads fills up and blocks the
+        # server in its next log call, which would read as a hung backend.
+        threading.Thread(target=self._read_output, args=(started,), daemon=True).start()
+        if not started.wait(120) or "serving on" not in self.output():
             self.proc.kill()
-            raise RuntimeError(f"server did not start: {seen}{self.proc.stdout.read()}")
-        self.startup_log = seen
+            self.proc.wait(10)
+            raise RuntimeError(f"server did not start: {self.output()}")
         time.sleep(0.05)
+
+    def _read_output(self, started: threading.Event) -> None:
+        for line in self.proc.stdout:
+            self._lines.append(line)
+            if "serving on" in line:
+                started.set()
+        started.set()  # the process ended
+
+    def output(self) -> str:
+        """Everything the server has printed so far."""
+        return "".join(self._lines)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -107,6 +118,8 @@ class ServeProcess:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(10)
+        time.sleep(0.1)  # let the reader take the last lines
 
 
 @pytest.fixture

@@ -135,7 +135,7 @@ def test_a_corrupted_jobs_folder_is_reported_and_skipped(tmp_path, reference_ima
             assert any(isinstance(e, View) for e in replay) and isinstance(replay[-1], Done)
     finally:
         restarted.stop()
-    assert "skipping the unreadable" in restarted.proc.stdout.read()
+    assert "skipping the unreadable" in restarted.output()
 
 
 def test_a_client_that_never_reads_cannot_blow_up_the_servers_memory(serve_process, reference_image):

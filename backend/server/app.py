@@ -255,7 +255,8 @@ class Server:
                 self._dispatch(peer, who, envelope.message, request_id, frames[1:])
             except ProtocolError as exc:
                 request_id = request_id or exc.request_id
-                log.info("refused a request from peer %s: %s", peer.hex()[:8], exc.message)
+                # Debug level: a client must not be able to flood the log with its mistakes.
+                log.debug("refused a request from peer %s: %s", peer.hex()[:8], exc.message)
                 self._send(peer, Error(exc.code, exc.message, exc.hint), request_id)
             except Exception as exc:  # a bug must not take the server down with it
                 log.exception("request failed")
