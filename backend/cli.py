@@ -25,7 +25,7 @@ import zmq
 
 from blend123.protocol.codec import Limits
 from blend123.protocol import settings as S
-from blend123.protocol.camera import DEFAULT_FOV_DEG, DEFAULT_RADIUS, ORBIT_VIEWS, CameraIntrinsics
+from blend123.protocol.camera import DEFAULT_FOV_DEG, ORBIT_VIEWS, CameraIntrinsics
 from blend123.protocol.client import Client, CurveClientKeys, check_address
 from blend123.protocol.errors import Blend123Error, ProtocolError
 from blend123.protocol.messages import Done, Error, GenerationSettings, Mesh, Message, NovelView, Orbit, Progress, Reconstruct, View
@@ -137,42 +137,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bounded(setting: S.Setting, kind: type):
-    """An argparse type that refuses values outside ``setting``'s bounds (defined once, in
-    the protocol), at parse time rather than after a job ran."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-        try:
-            setting.check(value)
-        except ProtocolError as exc:
-            raise argparse.ArgumentTypeError(exc.message) from None
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
 def _add_generation(p: argparse.ArgumentParser, resolution: int = S.RESOLUTION.default) -> None:
     p.add_argument("--model", default=S.MODEL.default, help="view-synthesis model (default: the built-in quick proxy, no weights)")
-    p.add_argument("--ref-elevation", type=_bounded(S.ELEVATION, float), default=S.ELEVATION.default, help="elevation the reference image was seen from")
-    p.add_argument("--ref-fov", type=_bounded(S.REFERENCE_FOV, float), default=S.REFERENCE_FOV.default, help=f"{S.REFERENCE_FOV.help} (default %(default)s)")
-    p.add_argument("--resolution", type=_bounded(S.RESOLUTION, int), default=resolution, help=S.RESOLUTION.help)
-    p.add_argument("--steps", type=_bounded(S.STEPS, int), default=S.STEPS.default, help=S.STEPS.help)
-    p.add_argument("--guidance", type=_bounded(S.GUIDANCE, float), default=S.GUIDANCE.default, help=S.GUIDANCE.help)
-    p.add_argument("--seed", type=_bounded(S.SEED, int), default=S.SEED.default)
-    p.add_argument("--fov", type=_bounded(S.FOV, float), default=S.FOV.default, help=f"{S.FOV.help} (default %(default)s)")
+    p.add_argument("--ref-elevation", type=S.ELEVATION.argparse_type(), default=S.ELEVATION.default, help="elevation the reference image was seen from")
+    p.add_argument("--ref-fov", type=S.REFERENCE_FOV.argparse_type(), default=S.REFERENCE_FOV.default, help=f"{S.REFERENCE_FOV.help} (default %(default)s)")
+    p.add_argument("--resolution", type=S.RESOLUTION.argparse_type(), default=resolution, help=S.RESOLUTION.help)
+    p.add_argument("--steps", type=S.STEPS.argparse_type(), default=S.STEPS.default, help=S.STEPS.help)
+    p.add_argument("--guidance", type=S.GUIDANCE.argparse_type(), default=S.GUIDANCE.default, help=S.GUIDANCE.help)
+    p.add_argument("--seed", type=S.SEED.argparse_type(), default=S.SEED.default)
+    p.add_argument("--fov", type=S.FOV.argparse_type(), default=S.FOV.default, help=f"{S.FOV.help} (default %(default)s)")
     p.add_argument("--aspect", type=float, default=1.0, help="width / height of the returned views (default 1: square)")
-    p.add_argument("--radius", type=_bounded(S.RADIUS, float), default=S.RADIUS.default, help=S.RADIUS.help)
+    p.add_argument("--radius", type=S.RADIUS.argparse_type(), default=S.RADIUS.default, help=S.RADIUS.help)
     _add_connection(p)
 
 
 def _add_mesh(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--texture-size", type=_bounded(S.TEXTURE_SIZE, int), default=S.TEXTURE_SIZE.default, help=S.TEXTURE_SIZE.help)
-    p.add_argument("--max-faces", type=_bounded(S.MAX_FACES, int), default=S.MAX_FACES.default, help=S.MAX_FACES.help)
+    p.add_argument("--texture-size", type=S.TEXTURE_SIZE.argparse_type(), default=S.TEXTURE_SIZE.default, help=S.TEXTURE_SIZE.help)
+    p.add_argument("--max-faces", type=S.MAX_FACES.argparse_type(), default=S.MAX_FACES.default, help=S.MAX_FACES.help)
     p.add_argument(
         "--sds-model",
         default="",

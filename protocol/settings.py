@@ -44,6 +44,27 @@ class Setting:
         if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
             raise ProtocolError(BAD_REQUEST, f"{label}={value!r} is out of range [{self.low}, {self.high}]", self.help)
 
+    def argparse_type(self):
+        """An argparse ``type=`` that refuses values outside these bounds at parse time,
+        for every command line (``blend123``, Blender's ``--command blend123``)."""
+        import argparse
+
+        kind = int if self.integer else float
+
+        def parse(text: str):
+            try:
+                value = kind(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if self.integer else ''}number") from None
+            try:
+                self.check(value)
+            except ProtocolError as exc:
+                raise argparse.ArgumentTypeError(exc.message) from None
+            return value
+
+        parse.__name__ = self.name  # argparse names the type in its messages
+        return parse
+
 
 # Generous bounds, but a typo must not ask for a week of GPU time.
 MODEL = Setting("model", "default", help="view-synthesis model; `hello` lists this backend's")

@@ -54,7 +54,7 @@ from ..device import describe_device
 from ..synthesis.registry import ResidentModel, check_model, model_infos
 from .config import ServerConfig
 from .jobs import Job, JobQueue
-from .jobstore import JobRecord, JobStore, is_disk_full, is_job_id
+from .jobstore import JobStore, is_disk_full, is_job_id
 from .outbox import Outbox
 from .security import load_server_keys, secure_socket
 from .worker import Worker

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..protocol import settings as S
-from ..protocol.errors import Blend123Error, ProtocolError
+from ..protocol.errors import Blend123Error
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -26,24 +26,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message}\n{self.format_usage()}")
 
 
-def _bounded(setting: S.Setting, kind: type = int):
-    """An argparse type checking a value against the protocol's bounds before any work."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
-        try:
-            setting.check(value)
-        except ProtocolError as exc:
-            raise argparse.ArgumentTypeError(exc.message) from None
-        return value
-
-    parse.__name__ = setting.name  # argparse names the type in its messages
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="blender -b --command blend123", description="blend123 headless batch commands")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -54,11 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="", help="view-synthesis model (default: the one set in the preferences)")
     p.add_argument("--server", default="", help="backend address (default: the one set in the preferences)")
     p.add_argument("--elevations", default="10", help="orbit elevation(s), degrees: one, or 21 comma-separated")
-    p.add_argument("--resolution", type=_bounded(S.RESOLUTION), default=S.RESOLUTION.default, help=S.RESOLUTION.help)
-    p.add_argument("--steps", type=_bounded(S.STEPS), default=S.STEPS.default, help=S.STEPS.help)
-    p.add_argument("--seed", type=_bounded(S.SEED), default=S.SEED.default, help=S.SEED.help)
-    p.add_argument("--texture-size", type=_bounded(S.TEXTURE_SIZE), default=S.TEXTURE_SIZE.default, help=S.TEXTURE_SIZE.help)
-    p.add_argument("--max-faces", type=_bounded(S.MAX_FACES), default=S.MAX_FACES.default, help=S.MAX_FACES.help)
+    p.add_argument("--resolution", type=S.RESOLUTION.argparse_type(), default=S.RESOLUTION.default, help=S.RESOLUTION.help)
+    p.add_argument("--steps", type=S.STEPS.argparse_type(), default=S.STEPS.default, help=S.STEPS.help)
+    p.add_argument("--seed", type=S.SEED.argparse_type(), default=S.SEED.default, help=S.SEED.help)
+    p.add_argument("--texture-size", type=S.TEXTURE_SIZE.argparse_type(), default=S.TEXTURE_SIZE.default, help=S.TEXTURE_SIZE.help)
+    p.add_argument("--max-faces", type=S.MAX_FACES.argparse_type(), default=S.MAX_FACES.default, help=S.MAX_FACES.help)
     p.add_argument("--sds-model", default="", help="a Zero123-class model that paints surfaces no view saw (masked SDS)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds of backend silence before giving up")
     p.add_argument("--force", action="store_true", help="convert again images whose outputs exist")
