@@ -40,14 +40,18 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="blend123-readme-"))
     address = f"tcp://127.0.0.1:{free_port()}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "blend123.backend.cli", "serve", "--bind", address, "--jobs-dir", str(work / "jobs")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    log = work / "serve.log"  # a file, not a pipe: a pipe nobody reads would block the server
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "blend123.backend.cli", "serve", "--bind", address, "--jobs-dir", str(work / "jobs")],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
     try:
-        line = server.stdout.readline()
-        if "serving on" not in line:
-            raise SystemExit(f"the backend did not start: {line}")
+        deadline = time.monotonic() + 120
+        while "serving on" not in log.read_text():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the backend did not start: {log.read_text()}")
+            time.sleep(0.2)
         return build_and_render(args, address, work)
     finally:
         server.terminate()
