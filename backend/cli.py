@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-jobs-per-client", type=int, default=8)
     p.add_argument("--max-message-mb", type=int, default=512, help="largest request accepted, in MiB")
     p.add_argument("--keep-days", type=float, default=14.0, help="delete finished jobs older than this at start-up")
+    p.add_argument("--max-client-disk-gb", type=float, default=10.0, help="what one client's jobs may hold in the jobs folder")
     p.add_argument("--max-jobs-gb", type=float, default=20.0, help="delete the oldest finished jobs to keep the jobs folder under this size (0: no cap)")
     p.set_defaults(func=cmd_serve, log_level="info")
 
@@ -273,6 +274,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits=Limits(max_total_bytes=args.max_message_mb << 20),
         keep_days=args.keep_days,
         max_jobs_gb=args.max_jobs_gb,
+        max_client_disk_bytes=int(args.max_client_disk_gb * (1 << 30)),
     )
     # Job inputs are the artist's images: whatever the server writes is private to its user.
     os.umask(0o077)

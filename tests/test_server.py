@@ -293,3 +293,17 @@ def test_a_refused_request_is_answered_at_once_with_the_servers_reason(server, c
         client.submit(Orbit(reference_image, [10.0], views=0, settings=FAST))
     assert time.monotonic() - started < 2.0
     assert refused.value.code == "bad_request" and "views" in refused.value.message
+
+
+def test_each_client_has_a_disk_quota_and_others_are_not_held_to_it(server_factory, client_factory, reference_image):
+    server = server_factory(max_client_disk_bytes=600_000)
+    greedy = client_factory(server.endpoint)
+    first = greedy.submit(Orbit(reference_image, [10.0], views=4, settings=GenerationSettings(resolution=256)))
+    assert isinstance(list(greedy.events(first))[-1], Done)
+    assert server.store.read(first).stored_bytes > 300_000  # four 256 px views and their PNGs
+    with pytest.raises(ProtocolError) as refused:
+        greedy.submit(Orbit(reference_image, [10.0], views=4, settings=GenerationSettings(resolution=256)))
+    assert refused.value.code == QUEUE_FULL and "MiB on the backend" in refused.value.message
+    other = client_factory(server.endpoint)
+    job = other.submit(NovelView(reference_image, np.zeros((1, 3)), FAST))
+    assert isinstance(list(other.events(job))[-1], Done)

@@ -293,6 +293,7 @@ class Server:
                 "max_queue": self.config.max_queue,
                 "max_jobs_per_client": self.config.max_jobs_per_client,
                 "max_client_bytes": self.config.max_client_bytes,
+                "max_client_disk_bytes": self.config.max_client_disk_bytes,
                 "max_message_bytes": limits.max_total_bytes,
                 "max_frames": limits.max_frames,
             },
@@ -335,6 +336,12 @@ class Server:
             raise ProtocolError(
                 QUEUE_FULL, f"your queued jobs already hold {in_flight >> 20} MiB of inputs (limit {self.config.max_client_bytes >> 20} MiB)",
                 "wait for a job to finish, or send smaller images",
+            )
+        on_disk = self.store.owner_bytes(who.hex())
+        if on_disk + size > self.config.max_client_disk_bytes:
+            raise ProtocolError(
+                QUEUE_FULL, f"your jobs already hold {on_disk >> 20} MiB on the backend (limit {self.config.max_client_disk_bytes >> 20} MiB)",
+                "wait for old jobs to be pruned (--keep-days), or ask whoever runs the backend to raise --max-client-disk-gb",
             )
         job = Job(uuid.uuid4().hex, msg.TYPE, who, {peer}, request_bytes=size)
         try:

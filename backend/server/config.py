@@ -31,6 +31,8 @@ class ServerConfig:
     max_jobs_per_client: int = 8
     # Bytes of request inputs one client may have queued or running at once.
     max_client_bytes: int = 2 << 30
+    # Bytes one client's jobs (inputs and results) may hold in the jobs folder.
+    max_client_disk_bytes: int = 10 << 30
     limits: Limits = field(default_factory=Limits)
     # Seconds between heartbeats sent to clients with queued or running jobs.
     heartbeat_s: float = 1.0

@@ -23,6 +23,7 @@ class Job:
     # long queue of large images does not pin memory.
     request: Message | None = None
     request_bytes: int = 0
+    stored_bytes: int = 0
     state: JobPhase = JobPhase.QUEUED
     stage: str = ""
     fraction: float = 0.0
@@ -46,7 +47,7 @@ class Job:
         return JobRecord(
             id=self.id, kind=self.kind, state=self.state, owner=self.owner.hex(), stage=self.stage,
             fraction=self.fraction, last_seq=self.seq, error=self.error, created=self.created,
-            started=self.started, request_bytes=self.request_bytes,
+            started=self.started, request_bytes=self.request_bytes, stored_bytes=self.stored_bytes,
         )
 
 

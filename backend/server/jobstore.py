@@ -72,6 +72,12 @@ class JobRecord:
     created: float = 0.0
     started: float = 0.0
     request_bytes: int = 0
+    stored_bytes: int = 0  # the job folder's size when the job ended
+
+    @property
+    def disk_bytes(self) -> int:
+        """What the job holds on disk, as far as its record knows."""
+        return max(self.request_bytes, self.stored_bytes)
 
     def to_json(self) -> bytes:
         data = dataclasses.asdict(self)
@@ -86,7 +92,7 @@ class JobRecord:
             raise ValueError(f"a job record must be a JSON object, got {type(data).__name__}")
         types = {"id": str, "kind": str, "owner": str, "stage": str, "error": str,
                  "fraction": (int, float), "created": (int, float), "started": (int, float),
-                 "last_seq": int, "request_bytes": int}
+                 "last_seq": int, "request_bytes": int, "stored_bytes": int}
         for name, expected in types.items():
             if name in data and (not isinstance(data[name], expected) or isinstance(data[name], bool)):
                 raise ValueError(f"field {name!r} has the wrong type ({type(data[name]).__name__})")
@@ -276,8 +282,13 @@ class JobStore:
             removed += 1
         return removed
 
-    def size_bytes(self) -> int:
-        return _tree_bytes(self.root)
+    def size_bytes(self, job_id: str = "") -> int:
+        """Bytes in the whole folder, or in one job's folder."""
+        return _tree_bytes(self.folder(job_id) if job_id else self.root)
+
+    def owner_bytes(self, owner: str) -> int:
+        """What one identity's jobs hold on disk, from their records."""
+        return sum(r.disk_bytes for r in self.records() if r.owner == owner)
 
     def mark_interrupted(self) -> int:
         """Jobs left queued or running by a previous server process: mark them interrupted."""

@@ -215,16 +215,18 @@ class Worker(threading.Thread):
             except OSError as exc:
                 log.error("could not store the end of job %s: %s", job.id, exc)
                 discard = is_disk_full(exc)
-        self.outbox.post(job.id, msg.seq, None if stored else frames, ends_job=True)
         if discard:
             self.store.delete(job.id)
         else:
             if job.state in (JobPhase.FAILED, JobPhase.CANCELLED):
                 self.store.drop_request(job.id)  # nobody will run it again
+            job.stored_bytes = self.store.size_bytes(job.id)  # counts against its owner's disk quota
             try:
                 self._save(job)
             except OSError as exc:
                 log.error("could not record the end of job %s: %s", job.id, exc)
+        # Announced last: a client that sees the end finds the job's record final.
+        self.outbox.post(job.id, msg.seq, None if stored else frames, ends_job=True)
         with contextlib.suppress(Exception):
             self.on_job_end(job)
         self._wake_up()
