@@ -325,7 +325,7 @@ def _check_writable_folder(folder: Path) -> None:
     if not existing.is_dir():
         raise CommandError(f"{existing} is a file, so {folder} cannot be created", "choose another output location")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise CommandError(f"cannot write to {existing} (permission denied)", "choose a folder you can write to")
+        raise CommandError(f"cannot write to {existing} (read-only, or no permission)", "choose a folder you can write to")
 
 
 def write_file_atomically(path: Path, data: bytes) -> None:
