@@ -343,7 +343,7 @@ class Server:
                 QUEUE_FULL, f"your jobs already hold {on_disk >> 20} MiB on the backend (limit {self.config.max_client_disk_bytes >> 20} MiB)",
                 "wait for old jobs to be pruned (--keep-days), or ask whoever runs the backend to raise --max-client-disk-gb",
             )
-        job = Job(uuid.uuid4().hex, msg.TYPE, who, {peer}, request_bytes=size)
+        job = Job(uuid.uuid4().hex, msg.TYPE, who, request_bytes=size)
         try:
             self.store.create(job.record(), raw)
         except OSError as exc:
@@ -391,8 +391,6 @@ class Server:
             seqs = self.store.event_seqs(msg.job_id)
             end_seq = seqs[-1] if seqs else 0
         self.outbox.subscribe(peer, msg.job_id, msg.after_seq, end_seq)
-        if job is not None and job.active:
-            job.subscribers.add(peer)
 
     def _remember(self, job: Job) -> None:
         self.jobs[job.id] = job
@@ -417,7 +415,7 @@ class Server:
         followed: dict[bytes, list[str]] = collections.defaultdict(list)
         for job in list(self.jobs.values()):
             if job.active:
-                for peer in job.subscribers:
+                for peer in self.outbox.subscribers(job.id):
                     followed[peer].append(job.id)
         for peer, job_ids in followed.items():
             seen, who = self._peers.get(peer, (0.0, b""))

@@ -18,7 +18,6 @@ class Job:
     id: str
     kind: str
     owner: bytes  # the submitting identity (see ``app.Identity``); only it may see the job
-    subscribers: set[bytes] = field(default_factory=set)  # routing ids that get the stream
     # The decoded request while the job runs. Queued jobs keep theirs on disk only, so a
     # long queue of large images does not pin memory.
     request: Message | None = None
