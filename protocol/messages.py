@@ -350,6 +350,9 @@ class HelloReply(Message):
     gpu_free_bytes: int = 0
     gpu_total_bytes: int = 0
     limits: dict[str, int] = field(default_factory=dict)
+    # Background removal for photo references (the optional matting extra): whether the
+    # backend has it and, if not, what to install and where the model goes.
+    matting: ModelInfo | None = None
 
 
 @message("pong")

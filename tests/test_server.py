@@ -27,6 +27,8 @@ def test_hello_describes_the_backend(server, client_factory):
     default = next(m for m in reply.models if m.name == "default")
     assert default.available and "proxy" in default.description
     assert reply.limits["max_queue"] == server.config.max_queue
+    # Background removal for photos is listed, available or with what to install.
+    assert reply.matting is not None and (reply.matting.available or "matting" in reply.matting.hint)
 
 
 def test_novel_view_job_streams_progress_then_views_then_done(server, client_factory, reference_image):

@@ -42,6 +42,7 @@ from blend123.protocol.messages import (
     JobState,
     JobStatus,
     Message,
+    ModelInfo,
     NovelView,
     Orbit,
     Ping,
@@ -279,7 +280,10 @@ class Server:
             raise ProtocolError(UNKNOWN_TYPE, f"{msg.TYPE!r} is not a request", "servers answer hello, ping, novel_view, orbit, reconstruct, cancel, job_status, fetch_result")
 
     def _hello_reply(self) -> HelloReply:
+        from ..matting import status as matting_status
+
         device = describe_device()
+        matting = matting_status()
         limits = self.config.limits
         return HelloReply(
             server_version=__version__,
@@ -297,6 +301,7 @@ class Server:
                 "max_message_bytes": limits.max_total_bytes,
                 "max_frames": limits.max_frames,
             },
+            matting=ModelInfo("matting", "matting", matting.available, matting.detail, matting.hint),
         )
 
     def _pong(self, who: bytes, asked: list[str], peer: bytes = b"") -> Pong:
