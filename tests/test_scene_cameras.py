@@ -305,3 +305,21 @@ def test_a_proxy_orbit_in_a_wide_lens_keeps_the_subjects_world_size(tmp_path, du
     wide = [e for e in events70 if isinstance(e, View)][0]
     ratio = _extent(narrow.image)[0] / _extent(wide.image)[0]
     assert ratio == pytest.approx(math.tan(math.radians(35)) / math.tan(math.radians(16.9)), rel=0.05)
+
+
+def test_an_orbit_in_a_wide_lens_reconstructs_at_the_subjects_true_size(server_factory, client_factory, duck):
+    """Through the server, as a user runs it: orbits at 33.8 deg and at 70 deg (the subject
+    2.2x smaller in the pixels) reconstruct to meshes of the same world size."""
+    from blend123.protocol.messages import Mesh
+
+    server = server_factory()
+    client = client_factory(server.endpoint, timeout_s=60)
+    extents = {}
+    for fov in (33.8, 70.0):
+        settings = GenerationSettings(resolution=192, reference_fov_deg=33.8, camera=CameraIntrinsics.square(fov, 192))
+        orbit = client.submit(Orbit(duck, [10.0], settings=settings))
+        assert list(client.events(orbit))[-1].state == "done"
+        job = client.submit(Reconstruct(source_job=orbit, texture_size=64, max_faces=3000))
+        (mesh,) = [e for e in client.events(job) if isinstance(e, Mesh)]
+        extents[fov] = mesh.vertices.max(axis=0) - mesh.vertices.min(axis=0)
+    np.testing.assert_allclose(extents[70.0], extents[33.8], rtol=0.08)
