@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from .recon_fixtures import scene, write_transforms
 
+from blend123.backend.reconstruction.masks import MaskNotFound
 from blend123.backend.reconstruction.pipeline import load_transforms
 
 
@@ -22,12 +23,28 @@ def test_round_trip(tmp_path, suffix):
     assert angle == pytest.approx(s.camera_angle_x)
 
 
-def test_rgb_images_get_an_opaque_alpha(tmp_path):
+def test_rgb_images_on_white_are_keyed_not_made_opaque(tmp_path):
     s = scene()
     path = write_transforms(tmp_path, s.images[:2], s.c2w[:2], s.camera_angle_x)
-    Image.fromarray(s.images[0, ..., :3]).save(tmp_path / "train" / "r_0.png")
+    a = s.images[0, ..., 3:4].astype(np.float64) / 255.0
+    on_white = np.rint(s.images[0, ..., :3] * a + 255.0 * (1.0 - a)).astype(np.uint8)
+    Image.fromarray(on_white).save(tmp_path / "train" / "r_0.png")
     images, _, _ = load_transforms(path)
-    assert images.shape[-1] == 4 and (images[0, ..., 3] == 255).all()
+    keyed, truth = images[0, ..., 3] > 127, s.images[0, ..., 3] > 127
+    assert (keyed & truth).sum() / (keyed | truth).sum() > 0.97
+
+
+def test_rgb_frames_without_a_plain_background_are_dropped_or_refused(tmp_path):
+    s = scene()
+    path = write_transforms(tmp_path, s.images[:3], s.c2w[:3], s.camera_angle_x)
+    busy = np.random.default_rng(0).integers(0, 256, s.images.shape[1:3] + (3,), dtype=np.uint8)
+    Image.fromarray(busy).save(tmp_path / "train" / "r_1.png")
+    images, c2w, _ = load_transforms(path)
+    assert len(images) == 2  # the busy frame is dropped, with its camera
+    np.testing.assert_allclose(c2w, s.c2w[[0, 2]])
+    Image.fromarray(busy).save(tmp_path / "train" / "r_2.png")
+    with pytest.raises(MaskNotFound, match="only 1 of 3"):
+        load_transforms(path)
 
 
 def _write(tmp_path, content) -> object:

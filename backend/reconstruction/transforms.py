@@ -16,6 +16,8 @@ from PIL import Image
 
 from blend123.protocol.camera import CameraIntrinsics
 
+from .masks import masked_views
+
 
 def load_transforms(path) -> tuple[np.ndarray, np.ndarray, float]:
     """``(images, c2w, camera_angle_x)`` of a ``transforms.json``; see :func:`load_transforms_camera`."""
@@ -27,9 +29,12 @@ def load_transforms_camera(path) -> tuple[np.ndarray, np.ndarray, CameraIntrinsi
     """Read a ``transforms.json``: returns ``(images (N, H, W, 4) uint8, c2w (N, 4, 4), intrinsics)``.
 
     ``frames[].file_path`` is relative to the json's folder, with or without the
-    ``.png`` suffix (the original NeRF datasets leave it out). Images without alpha get an
-    opaque one. Raises ``FileNotFoundError`` for a missing json or image and
-    ``ValueError`` naming the problem for anything malformed.
+    ``.png`` suffix (the original NeRF datasets leave it out). Images without alpha (RGB, or
+    alpha that is opaque everywhere), as view-synthesis models and many datasets give them,
+    have their subject keyed out of the plain background (:mod:`.masks`); a frame where that
+    fails is dropped with a logged warning, never read as all subject, and fewer than two
+    frames left raise :class:`~.masks.MaskNotFound`. Raises ``FileNotFoundError`` for a
+    missing json or image and ``ValueError`` naming the problem for anything malformed.
     """
     path = Path(path)
     if not path.is_file():
@@ -59,7 +64,8 @@ def load_transforms_camera(path) -> tuple[np.ndarray, np.ndarray, CameraIntrinsi
     if len(sizes) > 1:
         raise ValueError(f"{path}: images differ in size: {sorted(s[:2] for s in sizes)}")
     h, w = images[0].shape[:2]
-    return np.stack(images), np.stack(c2w), _intrinsics(meta, float(angle), w, h, path)
+    images, kept, _ = masked_views(np.stack(images), min_views=2, what=f"frames of {path.name}")
+    return images, np.stack(c2w)[kept], _intrinsics(meta, float(angle), w, h, path)
 
 
 def _intrinsics(meta: dict, angle: float, width: int, height: int, path: Path) -> CameraIntrinsics:
