@@ -174,10 +174,11 @@ class Kit:
         return ob
 
     # materials: Lambertian (Diffuse BSDF) so the DiffCol pass equals the colour
-    def material(self, name: str, colour: Callable, specular: float = 0.0):
+    def material(self, name: str, colour: Callable, specular: float = 0.0, roughness: float = 0.45):
         """``colour(nodes, links, coords)`` returns the albedo socket; ``coords`` are object space.
 
-        ``specular`` > 0 uses the Principled BSDF with that specular level instead.
+        ``specular`` > 0 uses the Principled BSDF with that specular level and ``roughness``
+        instead.
         """
         mat = self.bpy.data.materials.new(name)
         nodes, links = mat.node_tree.nodes, mat.node_tree.links
@@ -186,7 +187,7 @@ class Kit:
         coords = nodes.new("ShaderNodeTexCoord").outputs["Object"]
         if specular > 0:
             bsdf = nodes.new("ShaderNodeBsdfPrincipled")
-            bsdf.inputs["Roughness"].default_value = 0.45
+            bsdf.inputs["Roughness"].default_value = roughness
             bsdf.inputs["Specular IOR Level"].default_value = specular
         else:
             bsdf = nodes.new("ShaderNodeBsdfDiffuse")
@@ -389,6 +390,25 @@ def snowman(kit: Kit):
     return kit.smooth(kit.union(body, head, nose, *arms), 50.0)
 
 
+def tiles(kit: Kit):
+    """Rounded box under a fine two-colour checker (cells ~5 px wide at 256 px): texture detail."""
+    box = kit.box((0.5, 0.42, 0.5), (0, 0, -0.02), kit.material("tiles_box", checker(DARK, WHITE, 24.0)))
+    kit.bevel(box, 0.06, 4)
+    return kit.smooth(box)
+
+
+def kettle(kit: Kit):
+    """Glossy squat ball with a spout: a sharp specular highlight that must not become albedo."""
+    glossy = kit.material("kettle_body", bands([TEAL, YELLOW, PINK], 0.12), specular=1.0, roughness=0.12)
+    body = kit.sphere(0.3, (0, 0, -0.08), glossy)
+    from mathutils import Matrix
+
+    body.data.transform(Matrix.Diagonal((1.0, 1.0, 0.8, 1.0)))  # squat
+    spout = kit.cylinder(0.05, 0.3, (0.3, 0, 0.02), glossy, rotation=(0, math.radians(55), 0), vertices=32)
+    lid = kit.sphere(0.07, (0, 0, 0.2), kit.material("kettle_knob", solid(DARK)), segments=32, rings=16)
+    return kit.smooth(kit.union(body, spout, lid))
+
+
 def sprinkles(base: str, scale: float, radius: float):
     """Round dots of random colours (Voronoi feature points) on a ``base`` colour."""
 
@@ -445,6 +465,8 @@ SEEN: list[ObjectSpec] = [
     ObjectSpec("arch", arch, STUDIO, "U shape, flat faces, bevels"),
     ObjectSpec("lamp", lamp, STUDIO, "thin pole and rod"),
     ObjectSpec("blob", blob, STUDIO, "convex-ish, random colour cells"),
+    ObjectSpec("tiles", tiles, STUDIO, "fine checker: a sharp texture"),
+    ObjectSpec("kettle", kettle, STUDIO, "glossy (specular 1, roughness 0.12): a highlight"),
 ]
 UNSEEN: list[ObjectSpec] = [
     ObjectSpec("chair", chair, AFTERNOON, "thin legs, slats, gaps"),
