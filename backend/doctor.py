@@ -57,6 +57,7 @@ def run_checks(bind: str) -> list[Check]:
             checks.append(Check(dist, False, "not installed", f"pip install {dist}"))
     checks.append(_device_check())
     checks.append(torch_check())
+    checks.append(memory_check())
     for info in model_infos():
         if info.available:
             checks.append(Check(f"model {info.name}", True, info.description))
@@ -83,6 +84,31 @@ def _device_check() -> Check:
         free, total = device.free_bytes / 2**30, device.total_bytes / 2**30
         return Check("device", True, f"{device.name}, {free:.1f} of {total:.1f} GiB free, CUDA {device.cuda_version}")
     return Check("device", True, f"{device.name}: diffusion models will be slow here; the default quick proxy runs fine")
+
+
+def memory_check(free_bytes: int | None = None, env=None, gpu: bool | None = None) -> Check:
+    """The memory mode each diffusion family would load in now, and why."""
+    from blend123.protocol.errors import Blend123Error
+
+    from .synthesis.memory import BUDGETS, ENV_VAR, choose_memory_mode, parse_memory_env
+
+    if gpu is None:
+        device = describe_device()
+        gpu, free_bytes = device.kind == "cuda", device.free_bytes
+    try:
+        asked = parse_memory_env(env)
+        modes = {family: choose_memory_mode(free_bytes if gpu else None, env, family).value for family in BUDGETS}
+    except Blend123Error as exc:
+        return Check("memory mode", False, exc.message, exc.hint)
+    names = {"sv3d": "SV3D", "zero123": "Zero123"}
+    listed = ", ".join(f"{names.get(f, f)} {m}" for f, m in modes.items())
+    if asked is not None:
+        why = f"set by {ENV_VAR}"
+    elif gpu:
+        why = f"chosen from {free_bytes / 2**30:.1f} GiB free GPU memory; {ENV_VAR}=full|balanced|low overrides"
+    else:
+        why = f"no GPU; {ENV_VAR}=full|balanced|low overrides"
+    return Check("memory mode", True, f"{listed} ({why})")
 
 
 def torch_check() -> Check:

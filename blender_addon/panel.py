@@ -28,6 +28,8 @@ class BLEND123_PT_main(_Panel, bpy.types.Panel):
             box.label(text=f"blend123 {server.server_version} on {server.device}", icon="CHECKMARK")
             if server.gpu_total_bytes:
                 box.label(text=f"{server.gpu_name}: {server.gpu_free_bytes / 2**30:.1f} GiB free")
+            if getattr(server, "memory_mode", ""):
+                box.label(text=f"Memory mode: {server.memory_mode}")
             models = [m.name for m in server.models if m.available]
             box.label(text="Models: " + (", ".join(models) or "none available"))
         else:

@@ -337,6 +337,9 @@ class ModelInfo:
     default_steps: int | None = None  # what runs when a request leaves steps unset
     default_guidance: float | None = None  # likewise guidance (SV3D: the peak of its triangle)
     takes: list[str] = field(default_factory=list)  # the optional settings it honours ("steps", ...)
+    # The memory mode it would load in now ("full", "balanced", "low"; "" for models that
+    # have none, or from an older backend): from free GPU memory or BLEND123_MEMORY.
+    memory_mode: str = ""
 
 
 @message("hello_reply")
@@ -353,6 +356,9 @@ class HelloReply(Message):
     # Background removal for photo references (the optional matting extra): whether the
     # backend has it and, if not, what to install and where the model goes.
     matting: ModelInfo | None = None
+    # The memory mode the heaviest diffusion model (SV3D) would load in now: "full",
+    # "balanced" or "low" ("" from an older backend); each ModelInfo has its own.
+    memory_mode: str = ""
 
 
 @message("pong")

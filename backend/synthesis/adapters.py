@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from blend123.protocol.camera import CameraIntrinsics, SphericalPose, relative_azimuth, wrap_degrees
-from blend123.protocol.errors import BAD_REQUEST, ProtocolError
+from blend123.protocol.errors import BAD_REQUEST, Blend123Error, ProtocolError
 
 from ..images import ImageError, as_rgba, prepare_reference, subject_mask
 from ..progress import ProgressFn
@@ -27,24 +27,37 @@ from .registry import ModelCard, SynthesisRequest
 from .scene import SubjectInWorld, resample_view, subject_in_world
 
 
+DTYPES = ("float16", "bfloat16", "float32")
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how a pipeline runs: CUDA in half precision, else CPU in fp32."""
+    """Where and how a pipeline runs: CUDA in half precision, else CPU in fp32; the memory
+    mode (:mod:`.memory`) from the free GPU memory. ``BLEND123_DTYPE``, ``BLEND123_MEMORY``
+    and ``BLEND123_COMPILE=1`` override, on either device."""
 
     device: str
     dtype_name: str  # "float16", "bfloat16" or "float32"
     compile: bool = False
+    memory: str = "full"  # a MemoryMode value
 
     @classmethod
-    def detect(cls) -> "Runtime":
+    def detect(cls, family: str = "sv3d", env=None) -> "Runtime":
         import torch
 
-        if torch.cuda.is_available():
-            name = os.environ.get("BLEND123_DTYPE", "float16")
-            if name not in ("float16", "bfloat16", "float32"):
-                raise ValueError(f"BLEND123_DTYPE must be float16, bfloat16 or float32, got {name!r}")
-            return cls("cuda", name, os.environ.get("BLEND123_COMPILE", "") == "1")
-        return cls("cpu", "float32")
+        from .memory import choose_memory_mode
+
+        env = os.environ if env is None else env
+        cuda = torch.cuda.is_available()
+        name = env.get("BLEND123_DTYPE", "") or ("float16" if cuda else "float32")
+        if name not in DTYPES:
+            raise Blend123Error(f"BLEND123_DTYPE={name!r} is not a dtype blend123 runs", "set BLEND123_DTYPE to float16, bfloat16 or float32, or unset it")
+        compile_ = env.get("BLEND123_COMPILE", "")
+        if compile_ not in ("", "0", "1"):
+            raise Blend123Error(f"BLEND123_COMPILE={compile_!r} is neither 0 nor 1", "set BLEND123_COMPILE=1 to torch.compile the UNet, or unset it")
+        free = int(torch.cuda.mem_get_info()[0]) if cuda else None
+        memory = choose_memory_mode(free, env, family).value
+        return cls("cuda" if cuda else "cpu", name, compile_ == "1", memory)
 
     @property
     def dtype(self):
@@ -54,14 +67,18 @@ class Runtime:
 
 
 def place(pipe, runtime: Runtime):
-    """Move a pipeline to its device; SDPA attention is diffusers' and transformers' default
-    on torch 2; ``torch.compile`` of the UNet is opt-in (BLEND123_COMPILE=1)."""
+    """Move a pipeline to its device and set its memory mode; SDPA attention is diffusers'
+    and transformers' default on torch 2; ``torch.compile`` of the UNet is opt-in
+    (BLEND123_COMPILE=1)."""
     import torch
+
+    from .memory import apply_memory_mode
 
     pipe.to(runtime.device)
     pipe.set_progress_bar_config(disable=True)
     if runtime.compile:
         pipe.unet = torch.compile(pipe.unet, fullgraph=False)
+    apply_memory_mode(pipe, runtime.memory, runtime.device)
     return pipe
 
 

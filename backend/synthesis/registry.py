@@ -91,13 +91,18 @@ class ModelSpec:
     # Returns "" when the model can be loaded, otherwise what to download and where.
     missing: Callable[[], str] = lambda: ""
     card: ModelCard = ModelCard()
+    family: str = ""  # memory-mode family ("zero123", "sv3d"); "" for models without one
 
-    def info(self) -> ModelInfo:
+    def info(self, free_bytes: int | None = None) -> ModelInfo:
+        """``free_bytes``: free GPU memory (None: no GPU), for the memory mode it would load in."""
+        from .memory import mode_now
+
         hint = self.missing()
         c = self.card
         return ModelInfo(
             self.name, self.kind, available=not hint, description=self.description, hint=hint,
             native=c.native, default_steps=c.default_steps, default_guidance=c.default_guidance, takes=list(c.takes),
+            memory_mode=mode_now(self.family, free_bytes) if self.family else "",
         )
 
 
@@ -136,7 +141,7 @@ def _diffusion_spec(name: str, kind: str, description: str, source) -> ModelSpec
         path = locate(source)
         if path is None:
             raise ProtocolError(MODEL_UNAVAILABLE, f"model {name!r} is not installed on this backend", missing_hint(source))
-        runtime = Runtime.detect()
+        runtime = Runtime.detect(family)
         if source.filename:
             from .sv3d import SV3DPipeline
 
@@ -146,7 +151,8 @@ def _diffusion_spec(name: str, kind: str, description: str, source) -> ModelSpec
         pipe = Zero123Pipeline.from_pretrained(path, pose_variant=source.extra["pose_variant"], torch_dtype=runtime.dtype)
         return Zero123Synthesizer(place(pipe, runtime), runtime, CARDS[name], name)
 
-    return ModelSpec(name, kind, description, load, lambda: missing_hint(source), CARDS[name])
+    family = "sv3d" if source.filename else "zero123"
+    return ModelSpec(name, kind, description, load, lambda: missing_hint(source), CARDS[name], family)
 
 
 def _weights_sources():
@@ -180,7 +186,10 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def model_infos() -> list[ModelInfo]:
-    return [spec.info() for spec in MODELS.values()]
+    from .memory import gpu_free_bytes
+
+    free = gpu_free_bytes()
+    return [spec.info(free) for spec in MODELS.values()]
 
 
 def check_model(name: str) -> ModelSpec:

@@ -22,6 +22,7 @@ from diffusers import AutoencoderKL, DiffusionPipeline, EulerDiscreteScheduler, 
 from diffusers.utils.torch_utils import randn_tensor
 
 from . import sv3d_convert
+from .memory import MemoryManaged
 from .weights import resolve
 from .zero123 import CLIP_MEAN, CLIP_SIZE, CLIP_STD, images_to_tensor
 
@@ -137,8 +138,12 @@ def edm_scheduler() -> EulerDiscreteScheduler:
     )
 
 
-class SV3DPipeline(DiffusionPipeline):
-    """A 21-view orbit (or any 21 cameras, SV3D-p) of one image, denoised together."""
+class SV3DPipeline(MemoryManaged, DiffusionPipeline):
+    """A 21-view orbit (or any 21 cameras, SV3D-p) of one image, denoised together.
+
+    The VAE stays in float32 whatever the UNet's dtype, as generative-models runs it
+    (``disable_first_stage_autocast``); ``memory_plan`` (see :mod:`.memory`) decides whether
+    guidance's two halves run as one batch and how many frames the VAE decodes at a time."""
 
     model_cpu_offload_seq = "image_encoder->unet->vae"
 
@@ -188,7 +193,7 @@ class SV3DPipeline(DiffusionPipeline):
             clip_cfg = sv3d_convert.clip_config(parts.clip, clip_head_dim)
             clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_cfg))
         _assign(unet, sv3d_convert.convert_unet(parts.unet, unet_cfg), dtype)
-        _assign(vae, sv3d_convert.convert_vae(parts.vae, vae_cfg), dtype)
+        _assign(vae, sv3d_convert.convert_vae(parts.vae, vae_cfg), torch.float32)  # sgm: VAE never autocast
         _assign(clip, sv3d_convert.convert_clip(parts.clip, clip_cfg), dtype)
         clip.config._attn_implementation = "sdpa"
         return cls(vae.eval(), clip.eval(), unet.eval(), edm_scheduler())
@@ -267,8 +272,11 @@ class SV3DPipeline(DiffusionPipeline):
         for i, t in enumerate(self.scheduler.timesteps):
             x = self.scheduler.scale_model_input(latents, t).to(dtype)
             x = torch.cat([x[None].expand(2, -1, -1, -1, -1), concat], dim=2)
-            out = self.unet(x, t, context, vector).float()
-            uncond, cond = out[0], out[1]
+            if self.memory_plan.batched_cfg:
+                out = self.unet(x, t, context, vector).float()
+                uncond, cond = out[0], out[1]
+            else:  # one pass after the other: half the activations
+                uncond, cond = (self.unet(x[k : k + 1], t, context[k : k + 1], vector[k : k + 1]).float()[0] for k in (0, 1))
             # Mixing v-predictions mixes the denoised estimates sgm's guider mixes: same thing.
             guided = uncond + scales * (cond - uncond)
             latents = self.scheduler.step(guided, t, latents, return_dict=False)[0]
@@ -278,7 +286,7 @@ class SV3DPipeline(DiffusionPipeline):
         if output_type == "latent":
             return latents
         frames = []
-        for chunk in latents.split(decode_chunk_size):
+        for chunk in latents.split(self.memory_plan.decode_frames or decode_chunk_size):
             frames.append(self.vae.decode((chunk / self.vae.config.scaling_factor).to(self.vae.dtype)).sample.float())
         video = torch.cat(frames)
         return ((video + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()

@@ -23,6 +23,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from blend123.protocol.camera import SphericalPose
 
+from .memory import MemoryManaged
 from .poses import zero123_pose_vector
 from .weights import ZERO123_PROJECTIONS, resolve
 
@@ -101,8 +102,11 @@ def images_to_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-class Zero123Pipeline(DiffusionPipeline):
-    """Novel views of one image at several poses, all denoised as one batch."""
+class Zero123Pipeline(MemoryManaged, DiffusionPipeline):
+    """Novel views of one image at several poses, all denoised as one batch.
+
+    ``memory_plan`` (see :mod:`.memory`) decides whether guidance's two halves run as one
+    batch or one after the other, and how many views the VAE decodes at a time."""
 
     model_cpu_offload_seq = "image_encoder->projection->unet->vae"
 
@@ -221,25 +225,33 @@ class Zero123Pipeline(DiffusionPipeline):
 
         embeds, image_latent = self.encode_conditioning(pixels, poses)
         image_latents = image_latent.expand(n, -1, -1, -1)
-        if cfg:  # unconditional branch first, both its inputs zeroed
+        # The unconditional branch zeroes both inputs; in full mode it is the batch's first half.
+        batched = cfg and self.memory_plan.batched_cfg
+        if batched:
             embeds = torch.cat([torch.zeros_like(embeds), embeds])
             image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         shape = (n, self.unet.config.out_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if latents is None:  # drawn in float32 whatever the dtype: a seed gives the same noise in all
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
         latents = latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
         step_kwargs = _step_kwargs(self.scheduler, generator, eta)
 
         for i, t in enumerate(self.scheduler.timesteps):
-            model_input = torch.cat([latents] * 2) if cfg else latents
-            model_input = torch.cat([self.scheduler.scale_model_input(model_input, t), image_latents], dim=1)
-            noise = self.unet(model_input, t, encoder_hidden_states=embeds).sample
+            scaled = self.scheduler.scale_model_input(latents, t)
+            if batched:
+                model_input = torch.cat([torch.cat([scaled] * 2), image_latents], dim=1)
+                uncond, cond = self.unet(model_input, t, encoder_hidden_states=embeds).sample.chunk(2)
+            elif cfg:  # one pass after the other: half the activations
+                uncond_in = torch.cat([scaled, torch.zeros_like(image_latents)], dim=1)
+                uncond = self.unet(uncond_in, t, encoder_hidden_states=torch.zeros_like(embeds)).sample
+                cond = self.unet(torch.cat([scaled, image_latents], dim=1), t, encoder_hidden_states=embeds).sample
+            else:
+                noise = self.unet(torch.cat([scaled, image_latents], dim=1), t, encoder_hidden_states=embeds).sample
             if cfg:
-                uncond, cond = noise.chunk(2)
                 noise = uncond + guidance_scale * (cond - uncond)
             latents = self.scheduler.step(noise, t, latents, **step_kwargs, return_dict=False)[0]
             if callback is not None:
@@ -247,7 +259,8 @@ class Zero123Pipeline(DiffusionPipeline):
 
         if output_type == "latent":
             return latents
-        decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        chunk = self.memory_plan.decode_frames or n
+        decoded = torch.cat([self.vae.decode(part / self.vae.config.scaling_factor).sample for part in latents.split(chunk)])
         return (decoded / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu().numpy()
 
 
