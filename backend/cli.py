@@ -125,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mesh(p)
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("batch", help="many images to textured GLBs, in this process or on a Ray cluster (--ray)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, globs ('photos/**/*.jpg'), or .txt files listing them")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder: NAME.glb and NAME.light.json per image, and batch.jsonl")
+    p.add_argument("--elevations", type=float, nargs="+", default=[10.0])
+    _add_generation(p, resolution=256, connection=False)
+    _add_mesh(p)
+    _add_batch(p)
+    p.set_defaults(func=cmd_batch)
+
     p = sub.add_parser("doctor", help="check the installation: GPU, weights, versions, port")
     p.add_argument("--bind", default=DEFAULT_BIND)
     p.set_defaults(func=cmd_doctor)
@@ -138,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_generation(p: argparse.ArgumentParser, resolution: int = S.RESOLUTION.default) -> None:
+def _add_generation(p: argparse.ArgumentParser, resolution: int = S.RESOLUTION.default, connection: bool = True) -> None:
     p.add_argument("--model", default=S.MODEL.default, help="view-synthesis model (default: the built-in quick proxy, no weights)")
     p.add_argument("--ref-elevation", type=S.ELEVATION.argparse_type(), default=S.ELEVATION.default, help="elevation the reference image was seen from")
     p.add_argument("--ref-fov", type=S.REFERENCE_FOV.argparse_type(), default=S.REFERENCE_FOV.default, help=f"{S.REFERENCE_FOV.help} (default %(default)s)")
@@ -149,7 +158,8 @@ def _add_generation(p: argparse.ArgumentParser, resolution: int = S.RESOLUTION.d
     p.add_argument("--fov", type=S.FOV.argparse_type(), default=S.FOV.default, help=f"{S.FOV.help} (default %(default)s)")
     p.add_argument("--aspect", type=float, default=1.0, help="width / height of the returned views (default 1: square)")
     p.add_argument("--radius", type=S.RADIUS.argparse_type(), default=S.RADIUS.default, help=S.RADIUS.help)
-    _add_connection(p)
+    if connection:
+        _add_connection(p)
 
 
 def _add_mesh(p: argparse.ArgumentParser) -> None:
@@ -160,6 +170,19 @@ def _add_mesh(p: argparse.ArgumentParser) -> None:
         default="",
         help="a Zero123-class model (zero123-xl, stable-zero123) that paints surfaces no view saw (masked SDS)",
     )
+
+
+def _add_batch(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ray", metavar="ADDRESS", default=None,
+        help="run on a Ray cluster: auto (the one running here), ray://HEAD:10001, or local (a private one on this machine); "
+        "default: $RAY_ADDRESS, else this process",
+    )
+    p.add_argument("--workers", type=int, default=0, help="with --ray: at most this many converter workers (default: one per GPU, else per --cpus-per-worker CPUs)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --ray on a cluster without GPUs: CPUs each converter worker takes")
+    p.add_argument("--retries", type=int, default=3, help="with --ray: times a worker that died is restarted and its image retried")
+    p.add_argument("--force", action="store_true", help="convert again images whose GLB is already there")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_connection(p: argparse.ArgumentParser) -> None:
@@ -442,6 +465,24 @@ def _write_mesh(mesh: Mesh, output: Path) -> None:
         write_file_atomically(light, mesh.light_json.encode())
         extra = f" and {light.name}"
     print(f"wrote {output} ({len(mesh.faces)} faces, {mesh.texture.shape[1]}x{mesh.texture.shape[0]} texture){extra}")
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import BatchOptions, run_batch
+
+    if args.workers < 0 or args.retries < 0 or args.cpus_per_worker <= 0:
+        raise CommandError("--workers and --retries take a count of 0 or more, --cpus-per-worker a positive number")
+    options = BatchOptions(
+        settings=_settings(args), elevations=tuple(args.elevations), texture_size=args.texture_size, max_faces=args.max_faces,
+        sds_model=args.sds_model, log_level=args.log_level,
+    )
+    address = args.ray if args.ray is not None else os.environ.get("RAY_ADDRESS", "")
+    summary = run_batch(
+        args.inputs, args.output, options, ray=address, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+        retries=args.retries, force=args.force, quiet=args.quiet,
+    )
+    print(summary.text())
+    return summary.exit_code
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
