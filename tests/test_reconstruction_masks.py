@@ -100,3 +100,18 @@ def test_views_with_alpha_are_kept_and_failed_keys_dropped(caplog):
     with pytest.raises(MaskNotFound) as error:
         masked_views(np.stack([views[3], views[3], views[0]]))
     assert error.value.hint
+
+
+def test_generated_frames_are_keyed_and_a_failed_key_is_an_error_not_the_whole_frame():
+    from blend123.backend import matting
+    from blend123.backend.images import ImageError
+    from blend123.backend.synthesis.adapters import keyed_rgba
+
+    coverage = _disc(64, 20.0)
+    frame = _on_white(_coloured(coverage)).astype(np.float64) / 255.0
+    rgba = keyed_rgba(frame)
+    assert _iou(rgba[..., 3] > 0.5, coverage > 0.5) > 0.97
+    if matting.missing_hint():  # no matting model to fall back on: the failure is said
+        busy = np.random.default_rng(3).random((64, 64, 3))
+        with pytest.raises(ImageError, match="cannot be keyed"):
+            keyed_rgba(busy)

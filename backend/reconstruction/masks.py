@@ -96,12 +96,9 @@ def key_view(rgb: np.ndarray) -> tuple[np.ndarray | None, KeyReport]:
     if h < 8 or w < 8:
         return None, KeyReport(False, f"the frame is too small ({w} x {h})")
     background, tolerance, share = _border_colour(rgb)
-    if tolerance is None:
-        return None, KeyReport(False, "the frame's border is not one plain colour (noise too high)", tuple(background))
-    if share < PLAIN_BORDER_SHARE:
-        return None, KeyReport(
-            False, f"the frame's border is not one plain colour (only {share:.0%} of it matches)", tuple(background), tolerance
-        )
+    if tolerance is None or share < PLAIN_BORDER_SHARE:
+        why = "noise too high" if tolerance is None else f"only {share:.0%} of it matches"
+        return _wide_key(rgb, background, f"the frame's border is not one plain colour ({why})")
     distance = np.linalg.norm(rgb - background, axis=2)
     subject = _subject(distance > tolerance)
     count = int(subject.sum())
@@ -116,6 +113,23 @@ def key_view(rgb: np.ndarray) -> tuple[np.ndarray | None, KeyReport]:
     out[..., :3] = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
     out[..., 3] = np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
     return out, KeyReport(True, "", bg, tolerance, coverage)
+
+
+def _wide_key(rgb: np.ndarray, background: np.ndarray, reason: str) -> tuple[np.ndarray | None, KeyReport]:
+    """The reference photos' keyer (:func:`blend123.backend.images.subject_mask`: wider colour
+    bands, JPEG noise, gradients) for a border too noisy for the strict key; binary alpha."""
+    from ..images import ImageError, subject_mask
+
+    rgb8 = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    try:
+        mask = subject_mask(np.dstack([rgb8, np.full(rgb8.shape[:2], 255, np.uint8)]))
+    except ImageError:
+        return None, KeyReport(False, reason, tuple(float(c) for c in background))
+    coverage = float(mask.mean())
+    if coverage > MAX_SUBJECT_SHARE:
+        return None, KeyReport(False, "the subject fills the frame: there is no background to key", None, 0.0, coverage)
+    out = np.dstack([rgb8, np.where(mask, 255, 0).astype(np.uint8)])
+    return out, KeyReport(True, "", tuple(float(c) for c in background), 0.0, coverage)
 
 
 def key_views(images: np.ndarray) -> tuple[list[np.ndarray | None], list[KeyReport]]:

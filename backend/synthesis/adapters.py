@@ -11,6 +11,7 @@ non-square for a non-square frame.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from PIL import Image
 from blend123.protocol.camera import CameraIntrinsics, SphericalPose, relative_azimuth, wrap_degrees
 from blend123.protocol.errors import BAD_REQUEST, Blend123Error, ProtocolError
 
-from ..images import ImageError, as_rgba, prepare_reference, subject_mask
+from ..images import ImageError, as_rgba, prepare_reference
 from ..progress import ProgressFn
 from .registry import ModelCard, SynthesisRequest
 from .scene import SubjectInWorld, resample_view, subject_in_world
+
+log = logging.getLogger(__name__)
 
 
 DTYPES = ("float16", "bfloat16", "float32")
@@ -84,12 +87,23 @@ def place(pipe, runtime: Runtime):
 
 def keyed_rgba(frame: np.ndarray) -> np.ndarray:
     """(H, W, 3) float on white -> (H, W, 4) float RGBA in [0, 1], the white background keyed
-    out (as 8-bit pixels would be: the subject mask of the rounded image)."""
+    out as 8-bit pixels would be (:func:`~..reconstruction.masks.key_view`: soft alpha along
+    the outline, colour un-mixed from the white).
+
+    A frame whose key fails is cut out by the matting model when one is installed; else
+    :class:`~..images.ImageError` says why (never the whole frame taken as the subject).
+    """
+    from ..reconstruction.masks import NO_MASK_HINT, key_view
+
     rgb8 = (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    try:
-        alpha = subject_mask(rgb8).astype(np.float64)
-    except ImageError:  # no clean white border: keep the whole frame
-        alpha = np.ones(rgb8.shape[:2])
+    rgba, report = key_view(rgb8)
+    if rgba is not None:
+        return rgba.astype(np.float64) / 255.0
+    from .. import matting  # optional: rembg + a local ONNX model
+
+    if matting.missing_hint():
+        raise ImageError(f"a generated view cannot be keyed: {report.reason}", NO_MASK_HINT)
+    alpha = matting.matte_subject(rgb8).astype(np.float64)
     return np.concatenate([rgb8.astype(np.float64) / 255.0, alpha[..., None]], axis=-1)
 
 
@@ -133,7 +147,12 @@ class _Adapter:
         camera = self.native_intrinsics()
         out = np.zeros((len(frames), request.camera.height, request.camera.width, 4))
         for i, (frame, native, pose) in enumerate(zip(frames, natives, request.poses)):
-            out[i] = resample_view(keyed_rgba(frame), native.c2w, camera, pose.to_c2w(), request.camera, subject.centre)
+            try:
+                rgba = keyed_rgba(frame)
+            except ImageError as exc:  # dropped: left fully transparent, and said so
+                log.warning("%s view %d (%s) has no subject mask and is left empty: %s", self.name, i, pose, exc)
+                continue
+            out[i] = resample_view(rgba, native.c2w, camera, pose.to_c2w(), request.camera, subject.centre)
         return out
 
     def render_native(self, request: SynthesisRequest, poses: Sequence[SphericalPose]) -> np.ndarray:
