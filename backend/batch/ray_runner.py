@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -132,17 +133,11 @@ def _run(ray, todo, options, on_row, workers, cpus_per_worker, retries) -> str:
     context.max_errored_blocks = len(todo)
     rows = [{"index": index, "image": str(item.image), "name": item.name} for index, item in todo]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))  # one image per block: one per retry
-    converted = dataset.map_batches(
-        RayConverter,
-        fn_constructor_kwargs={"options": options},
-        batch_size=1,
-        batch_format="numpy",
-        compute=ActorPoolStrategy(size=plan.actors),
-        num_gpus=plan.num_gpus,
-        num_cpus=plan.num_cpus,
-        max_restarts=retries,
-        max_task_retries=retries,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates passing actor options such as max_restarts here, yet has no
+        # other way to bound the restarts of a map_batches actor (its default: forever).
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+        converted = _map(dataset, options, plan, ActorPoolStrategy, retries)
     try:
         for batch in converted.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=0):
             for i in range(len(batch["index"])):
@@ -151,6 +146,20 @@ def _run(ray, todo, options, on_row, workers, cpus_per_worker, retries) -> str:
         log.error("the Ray dataset stopped: %s", exc)
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return ""
+
+
+def _map(dataset, options: BatchOptions, plan: WorkerPlan, pool, retries: int):
+    return dataset.map_batches(
+        RayConverter,
+        fn_constructor_kwargs={"options": options},
+        batch_size=1,
+        batch_format="numpy",
+        compute=pool(size=plan.actors),
+        num_gpus=plan.num_gpus,
+        num_cpus=plan.num_cpus,
+        max_restarts=retries,
+        max_task_retries=retries,
+    )
 
 
 def _plain(value):
