@@ -4,19 +4,28 @@ Each image becomes ``DIR/<stem>.glb`` (and with ``--blend`` ``DIR/<stem>.blend``
 the mesh, its material and the orbit cameras with their planes). Images whose outputs
 exist are skipped; one failing image does not stop the others; the exit status is
 non-zero when any failed. :func:`convert` is the same thing for scripts (bpy module).
+
+With ``--ray ADDRESS`` the images are converted on a Ray cluster by ``blend123 batch``
+(a child process with the backend's Python), and each .blend is made here from the GLB
+it fetched (the mesh, its material and fitted light; no orbit planes: the cluster keeps
+no views).
 """
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import bpy
+import numpy as np
 
 from .dispatch import run_blocking
 from .errors import JobFailed
-from .core.batch import EXIT_USAGE, BatchItem, BatchSummary, UsageError, build_parser, plan, write_atomically
+from .core.batch import EXIT_USAGE, BatchItem, BatchSummary, UsageError, build_parser, plan, ray_batch_command, read_ledger, write_atomically
+from .core.glb_mesh import GLBError, read_mesh
 from .core.requests import parse_elevations, SettingsError
 from .images import ReferenceImageError
 from .session import session
@@ -97,17 +106,31 @@ def convert(
     sds_model: str = "",
     timeout: float = 30.0,
     force: bool = False,
+    ray: str = "",
+    python: str = "",
 ) -> BatchSummary:
-    """Convert ``images``; never raises for one image's failure (see the summary)."""
+    """Convert ``images``; never raises for one image's failure (see the summary).
+
+    With ``ray`` (a Ray cluster address) the images are converted on the cluster by
+    ``blend123 batch`` (run with ``python``, or the preferences' backend Python), and the
+    .blend files are made here from the GLBs it fetched into ``output``.
+    """
     from . import preferences
 
     output = Path(output)
     summary = BatchSummary()
     try:
-        parse_elevations(elevations)
+        elevation_values = parse_elevations(elevations)
     except SettingsError as exc:
         raise UsageError(f"{exc.message}: {exc.hint}") from None
     prefs = preferences.get()
+    if ray:
+        cmd = ray_batch_command(
+            [Path(p) for p in images], output, ray, python or prefs.python_executable, model=model or prefs.default_model or "default",
+            elevations=tuple(elevation_values), resolution=resolution, steps=steps, seed=seed, texture_size=texture_size,
+            max_faces=max_faces, sds_model=sds_model, force=force,
+        )
+        return _convert_on_ray(cmd, [Path(p) for p in images], output, blend, force, summary)
     options = dict(
         model=model or prefs.default_model or "default",
         orbit_elevations=elevations,
@@ -145,6 +168,74 @@ def convert(
     return summary
 
 
+def _convert_on_ray(cmd: list[str], images: list[Path], output: Path, blend: bool, force: bool, summary: BatchSummary) -> BatchSummary:
+    """Run ``blend123 batch --ray`` (its progress on this terminal), then make the .blend
+    files here from the GLBs it wrote into ``output``; its batch.jsonl says what happened."""
+    _log(f"blend123: converting {len(images)} image(s) on Ray: {' '.join(cmd[:2])} ... --ray {cmd[cmd.index('--ray') + 1]}")
+    try:
+        code = subprocess.call(cmd, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise UsageError(f"cannot run {cmd[0]}: {exc}; name the Python that has the blend123 backend with --python") from None
+    if code == EXIT_USAGE:
+        raise UsageError("`blend123 batch` refused the command (its message is above)")
+    records = read_ledger(output)
+    for n, image in enumerate(images, 1):
+        prefix = f"[{n}/{len(images)}] {image.name}:"
+        record = records.get(str(image.resolve()))
+        if record is None:
+            reason = "the cluster run returned nothing for it (fix: run the same command again: only what is missing is converted)"
+            _log(f"{prefix} FAILED: {reason}")
+            summary.failed.append((image, reason))
+            continue
+        if record.get("status") == "failed":
+            reason = record.get("error", "") + (f" (fix: {record['hint']})" if record.get("hint") else "")
+            _log(f"{prefix} FAILED: {reason}")
+            summary.failed.append((image, reason))
+            continue
+        glb = Path(record["output"])
+        target = glb.with_suffix(".blend") if blend else None
+        made_blend = False
+        if target is not None and (force or record.get("status") == "converted" or not target.is_file()):
+            before = _snapshot()
+            try:
+                _blend_from_glb(glb, target)
+                made_blend = True
+            except (OSError, GLBError, RuntimeError) as exc:
+                _log(f"{prefix} FAILED: cannot make {target.name} from {glb.name}: {exc}")
+                summary.failed.append((image, f"cannot make {target.name}: {exc}"))
+                continue
+            finally:
+                _remove_new(before)
+        if record.get("status") == "skipped" and not made_blend:
+            _log(f"{prefix} skipped, {glb.name} exists")
+            summary.skipped.append(image)
+        else:
+            _log(f"{prefix} wrote {glb}" + (f" and {target.name}" if made_blend else "") + f" ({record.get('faces', 0)} faces, {record.get('seconds', 0):.1f} s on {record.get('worker') or 'the cluster'})")
+            summary.converted.append(image)
+    return summary
+
+
+def _blend_from_glb(glb: Path, target: Path) -> None:
+    """A .blend with the GLB's mesh and material (and its fitted light), as convert makes one."""
+    from . import scene_import
+    from .protocol.messages import Mesh
+
+    data = glb.read_bytes()
+    vertices, faces, uvs, (width, height) = read_mesh(data)
+    light = glb.with_suffix(".light.json")
+    light_json = light.read_text(encoding="utf-8") if light.is_file() else ""
+    job_id = hashlib.sha1(data).hexdigest()[:32]
+    # The texture travels as the GLB's own PNG, packed as is; the pixels are not needed.
+    mesh = Mesh(job_id, vertices=vertices, faces=faces, uvs=uvs, texture=np.zeros((height, width, 4), np.uint8), glb=data, light_json=light_json)
+    scene = bpy.data.scenes.new(f"blend123 {glb.stem}")
+    scene.render.resolution_x = scene.render.resolution_y = 512
+    frame = scene_import.scene_frame(scene)
+    scene_import.add_mesh(scene, mesh, frame, scene_import.job_collection(scene, "mesh", job_id))
+    part = target.with_name(f".{target.name}.part")
+    bpy.data.libraries.write(str(part), {scene}, fake_user=True, compress=True)
+    part.replace(target)
+
+
 def main(argv: list[str]) -> int:
     """The command's entry point: parse ``argv``, convert, print the summary, exit status."""
     try:
@@ -158,6 +249,7 @@ def main(argv: list[str]) -> int:
                 args.images, args.output, blend=args.blend, model=args.model, server=args.server, elevations=args.elevations,
                 resolution=args.resolution, steps=args.steps, seed=args.seed, texture_size=args.texture_size,
                 max_faces=args.max_faces, sds_model=args.sds_model, timeout=args.timeout, force=args.force,
+                ray=args.ray, python=args.python,
             )
         except UsageError as exc:
             print(f"blend123: {exc}", file=sys.stderr)

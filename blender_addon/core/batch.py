@@ -44,7 +44,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sds-model", default="", help="a Zero123-class model that paints surfaces no view saw (masked SDS)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds of backend silence before giving up")
     p.add_argument("--force", action="store_true", help="convert again images whose outputs exist")
+    p.add_argument(
+        "--ray", default="", metavar="ADDRESS",
+        help="convert on a Ray cluster (auto, ray://HEAD:10001, or local) through `blend123 batch`; the .blend files are made here from its GLBs",
+    )
+    p.add_argument("--python", default="", help="with --ray: the Python that has the blend123 backend and Ray (default: the one set in the preferences, else `blend123` on PATH)")
     return parser
+
+
+def ray_batch_command(
+    images: list[Path], output: Path, ray: str, python: str = "", *, model: str = "", elevations: tuple[float, ...] = (10.0,),
+    resolution: int = S.RESOLUTION.default, steps: int | None = None, seed: int = S.SEED.default,
+    texture_size: int = S.TEXTURE_SIZE.default, max_faces: int = S.MAX_FACES.default, sds_model: str = "", force: bool = False,
+) -> list[str]:
+    """The ``blend123 batch ... --ray ADDRESS`` command line that converts ``images`` on a cluster."""
+    import shutil
+
+    if python:
+        cmd = [python, "-m", "blend123.backend.cli", "batch"]
+    else:
+        exe = shutil.which("blend123")
+        if not exe:
+            raise UsageError(
+                "--ray runs `blend123 batch`, and there is no `blend123` command on PATH: "
+                "install the backend with its cluster extra (pip install 'blend123[cluster]') or name its Python with --python"
+            )
+        cmd = [exe, "batch"]
+    cmd += [str(Path(i).resolve()) for i in images] + ["-o", str(output), "--ray", ray]
+    cmd += ["--elevations", *[f"{float(e):g}" for e in elevations]]
+    cmd += ["--resolution", str(resolution), "--seed", str(seed), "--texture-size", str(texture_size), "--max-faces", str(max_faces)]
+    if model:
+        cmd += ["--model", model]
+    if steps:
+        cmd += ["--steps", str(steps)]
+    if sds_model:
+        cmd += ["--sds-model", sds_model]
+    if force:
+        cmd.append("--force")
+    return cmd
+
+
+def read_ledger(output: Path) -> dict[str, dict]:
+    """``blend123 batch``'s records in ``output/batch.jsonl``, by image path (the newest wins)."""
+    import json
+
+    records: dict[str, dict] = {}
+    try:
+        lines = (output / "batch.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        try:
+            record = json.loads(line)
+            records[str(record["image"])] = record
+        except (ValueError, KeyError, TypeError):
+            continue
+    return records
 
 
 @dataclass(frozen=True)
