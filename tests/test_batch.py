@@ -4,6 +4,7 @@ in-process run (one broken image beside a good one)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -133,19 +134,21 @@ def test_usage_mistakes_exit_2_with_a_fix(tmp_path, capsys):
         main(["batch", str(image), "-o", str(tmp_path / "out"), "--texture-size", "1"])
 
 
-def test_in_process_batch_converts_fails_alone_and_skips_on_rerun(tmp_path, capsys):
+def test_in_process_batch_converts_fails_alone_and_skips_on_rerun(tmp_path, capsys, caplog):
     out = tmp_path / "out"
     out.mkdir()
     duck = EXAMPLES / "duck.png"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a PNG")
     (out / "duck.glb").write_bytes(box_glb()[:100])  # a half-written GLB of a crashed run: not done
+    caplog.set_level(logging.INFO, logger="blend123.batch")  # pytest owns the root logger here
 
     code = main(["--log-level", "info", "batch", str(duck), str(broken), "-o", str(out), *FAST_ARGS])
     captured = capsys.readouterr()
     assert code == 1  # an image failed: the exit status says so
     assert "1 converted, 0 skipped (already done), 1 failed, of 2" in captured.out
-    assert "duck: refine" in captured.err  # per-image stage lines at --log-level info
+    stages = [r.getMessage() for r in caplog.records if r.name == "blend123.batch"]
+    assert "duck: views 100%" in stages and "duck: refine 100%" in stages  # per-image stage lines at --log-level info
     assert "--ray" in captured.err  # says how to scale out
     assert glb_faces(out / "duck.glb") > 100 and (out / "duck.light.json").is_file()
     assert json.loads((out / "duck.light.json").read_text())

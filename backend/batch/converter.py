@@ -117,6 +117,6 @@ def _stage_logger(name: str):
         step = int(min(1.0, max(0.0, fraction)) * 4)
         if (stage, step) != (last["stage"], last["step"]):
             last["stage"], last["step"] = stage, step
-            log.info("%s: %s %3.0f%%", name, stage, fraction * 100)
+            log.info("%s: %s %.0f%%", name, stage, fraction * 100)
 
     return progress
