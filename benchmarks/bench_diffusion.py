@@ -1,11 +1,14 @@
 """View-synthesis speed and peak VRAM with the real architectures and random weights.
 
 CUDA: Zero123-XL per view at 256x256 (20 and 50 DDIM steps, CFG), SV3D-p 21-view orbit at
-576x576 (25 and 50 Euler steps, triangular CFG), fp16 (``--dtype bfloat16`` to compare).
+576x576 (25 and 50 Euler steps, triangular CFG), fp16 (``--dtype bfloat16`` to compare),
+in each memory mode asked for (``--memory full balanced low``; see
+backend/synthesis/memory.py). SV3D's VAE runs in float32 as generative-models runs it.
 CPU: a smoke run of the same code with the tiny test models (numbers only prove it runs),
 or with ``--full`` the real architectures (fp32) for what they cost without a GPU.
 
     python benchmarks/bench_diffusion.py [--dtype float16] [--compile] [--json out.json]
+    python benchmarks/bench_diffusion.py --models sv3d --memory full balanced low --steps 25
     python benchmarks/bench_diffusion.py --full --models zero123 --views 1 --steps 20
 """
 
@@ -54,7 +57,9 @@ def full_sv3d(dtype, device):
                             block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, use_post_quant_conv=False)
         clip = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
                                                               patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu"))
-    return SV3DPipeline(vae, clip, unet, edm_scheduler()).to(device, dtype)
+    pipe = SV3DPipeline(vae, clip, unet, edm_scheduler()).to(device, dtype)
+    pipe.vae.to(torch.float32)  # as SV3DPipeline.from_single_file loads it
+    return pipe
 
 
 def tiny_pipelines(tmp: Path):
@@ -81,32 +86,43 @@ def subject_on_white(size: int, colour: tuple[int, int, int]) -> np.ndarray:
     return image
 
 
-def timed(fn, device) -> tuple[float, int]:
+def timed(fn, device) -> tuple[float, int, int]:
+    """(seconds, peak allocated bytes, peak reserved bytes) of one call."""
     if device == "cuda":
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     fn()
     if device == "cuda":
         torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
-    return time.perf_counter() - start, int(peak)
+    seconds = time.perf_counter() - start
+    if device != "cuda":
+        return seconds, 0, 0
+    return seconds, int(torch.cuda.max_memory_allocated()), int(torch.cuda.max_memory_reserved())
 
 
-def main() -> None:
-    import tempfile
-
-    from blend123.protocol.camera import SphericalPose
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNets (CUDA)")
-    parser.add_argument("--views", type=int, default=4, help="Zero123 views per batch")
+    parser.add_argument("--views", type=int, nargs="+", default=[4], help="Zero123 views per batch (several: one run each)")
+    parser.add_argument("--memory", nargs="+", default=["full"], choices=["full", "balanced", "low"], help="memory modes to run")
     parser.add_argument("--full", action="store_true", help="the real architectures on the CPU too (slow)")
     parser.add_argument("--models", nargs="+", default=["zero123", "sv3d"], choices=["zero123", "sv3d"])
     parser.add_argument("--steps", type=int, nargs="+", help="step counts (default: 20 50 for Zero123, 25 50 for SV3D; 2 for the smoke run)")
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import tempfile
+
+    from blend123.backend.synthesis.memory import apply_memory_mode
+    from blend123.protocol.camera import SphericalPose
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     full = cuda or args.full
@@ -120,19 +136,26 @@ def main() -> None:
 
     def record(run: dict) -> None:
         results["runs"].append(run)
-        print(run, flush=True)
+        print(json.dumps(run), flush=True)
 
     tiny = None if full else tiny_pipelines(Path(tempfile.mkdtemp()))
     if "zero123" in args.models:
         zero, z_size = (full_zero123(dtype, device), 256) if full else (tiny[0], 64)
         quiet(zero, compile_unet=args.compile and cuda)
         image = subject_on_white(z_size, (180, 60, 40))
-        poses = [SphericalPose(10.0, -90.0 + 360.0 * i / args.views) for i in range(args.views)]
-        zero(image, poses[:1], num_inference_steps=2)  # warm-up (kernels, compile)
-        for steps in steps_for((20, 50)):
-            seconds, peak = timed(lambda: zero(image, poses, num_inference_steps=steps, guidance_scale=3.0, generator=torch.Generator().manual_seed(0)), device)
-            record({"model": "zero123-xl", "size": z_size, "steps": steps, "views": args.views, "seconds": round(seconds, 3),
-                    "seconds_per_view": round(seconds / args.views, 3), "peak_vram_gib": round(peak / 2**30, 2)})
+        most = max(args.views)
+        poses = [SphericalPose(10.0, -90.0 + 360.0 * i / most) for i in range(most)]
+        for mode in args.memory:
+            apply_memory_mode(zero, mode, device)
+            zero(image, poses, num_inference_steps=2)  # warm-up (kernels, compile) at this mode's batch sizes
+            for steps in steps_for((20, 50)):
+                for views in args.views:
+                    seconds, peak, reserved = timed(lambda: zero(image, poses[:views], num_inference_steps=steps, guidance_scale=3.0,
+                                                                 generator=torch.Generator().manual_seed(0)), device)
+                    record({"model": "zero123-xl", "memory": mode, "size": z_size, "steps": steps, "views": views, "seconds": round(seconds, 3),
+                            "seconds_per_view": round(seconds / views, 3), "peak_vram_gib": round(peak / 2**30, 2),
+                            "peak_reserved_gib": round(reserved / 2**30, 2)})
+        apply_memory_mode(zero, "full", device)
         del zero
         if cuda:
             torch.cuda.empty_cache()
@@ -140,12 +163,19 @@ def main() -> None:
         sv3d, s_size = (full_sv3d(dtype, device), 576) if full else (tiny[1], 64)
         quiet(sv3d, compile_unet=args.compile and cuda)
         image = subject_on_white(s_size, (40, 90, 200))
-        sv3d(image, None, num_inference_steps=1)  # warm-up
-        for steps in steps_for((25, 50)):
-            seconds, peak = timed(lambda: sv3d(image, None, num_inference_steps=steps, generator=torch.Generator().manual_seed(0)), device)
-            record({"model": "sv3d-p", "size": s_size, "steps": steps, "views": 21, "seconds": round(seconds, 3), "peak_vram_gib": round(peak / 2**30, 2)})
+        for mode in args.memory:
+            apply_memory_mode(sv3d, mode, device)
+            sv3d(image, None, num_inference_steps=1)  # warm-up
+            for steps in steps_for((25, 50)):
+                seconds, peak, reserved = timed(lambda: sv3d(image, None, num_inference_steps=steps, generator=torch.Generator().manual_seed(0)), device)
+                record({"model": "sv3d-p", "memory": mode, "size": s_size, "steps": steps, "views": 21, "seconds": round(seconds, 3),
+                        "seconds_per_view": round(seconds / 21, 3), "peak_vram_gib": round(peak / 2**30, 2),
+                        "peak_reserved_gib": round(reserved / 2**30, 2)})
+        apply_memory_mode(sv3d, "full", device)
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
+    return results
 
 
 if __name__ == "__main__":
