@@ -41,6 +41,6 @@ class BatchBar:
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.set_postfix_str(self.postfix(), refresh=True)
+            self._bar.set_postfix_str(self.postfix(), refresh=False)
             self._bar.close()
             self._bar = None

@@ -133,10 +133,14 @@ class Ledger:
         self.records[record.image] = record
         self.this_run[record.image] = record
 
-    def close(self) -> None:
-        """Rewrite the ledger with one line per image (the newest record of each)."""
+    def close(self, order: list[str] | None = None) -> None:
+        """Rewrite the ledger with one line per image (the newest record of each): images
+        of earlier runs only first, then ``order``'s (this run's inputs, in their order)."""
         self._file.close()
-        text = "".join(r.line() + "\n" for r in self.records.values())
+        order = [image for image in (order or []) if image in self.records]
+        ranked = set(order)
+        records = [r for image, r in self.records.items() if image not in ranked] + [self.records[image] for image in order]
+        text = "".join(r.line() + "\n" for r in records)
         write_atomically(self.path, text.encode("utf-8"))
 
 

@@ -154,7 +154,9 @@ def _map(dataset, options: BatchOptions, plan: WorkerPlan, pool, retries: int):
         fn_constructor_kwargs={"options": options},
         batch_size=1,
         batch_format="numpy",
-        compute=pool(size=plan.actors),
+        # One image at a time per worker: an image waits in the common queue, not behind a
+        # busy worker, so a worker that is free (or restarted) takes the next one.
+        compute=pool(size=plan.actors, max_tasks_in_flight_per_actor=1),
         num_gpus=plan.num_gpus,
         num_cpus=plan.num_cpus,
         max_restarts=retries,

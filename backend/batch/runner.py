@@ -142,7 +142,7 @@ def run_batch(
                 bar.update(FAILED)
     finally:
         bar.close()
-        ledger.close()
+        ledger.close(order=[str(item.image) for item in items])
         summary.seconds = time.monotonic() - started
     summary.records = [ledger.this_run[str(item.image)] for item in items if str(item.image) in ledger.this_run]
     return summary

@@ -239,6 +239,10 @@ class Zero123Synthesizer(_Adapter):
         from ..reconstruction.sds import SDSGuide
 
         prepared = self.prepared(image).astype(np.float32) / 255.0
+        if self.pipe.offload is not None:
+            # SDS reads its device from the UNet: in low mode, start with the UNet resident (it
+            # is again after every step), so that device is the execution device.
+            self.pipe.offload.bring("unet")
         return SDSGuide(self.pipe, prepared, np.asarray(c2w, dtype=np.float64), guidance_scale=float(self.card.default_guidance))
 
 
