@@ -183,6 +183,38 @@ def test_place_applies_the_runtimes_mode(zero123):
         apply_memory_mode(zero123, "full", "cpu")
 
 
+def test_sds_guide_in_low_mode_gives_the_full_mode_gradient(zero123):
+    """Masked SDS through an offloaded pipeline: the UNet is resident when the guide starts
+    (SDS takes its device from it), and the gradient is the full mode's."""
+    from blend123.backend.synthesis.adapters import Runtime, Zero123Synthesizer
+    from blend123.backend.synthesis.registry import CARDS
+    from tests.conftest import blob_image
+
+    synth = Zero123Synthesizer(zero123, Runtime("cpu", "float32"), CARDS["zero123-xl"], "zero123-xl")
+    synth.model_size = 64
+    c2w = SphericalPose(0.0, -90.0, 2.0).to_c2w()
+    target = SphericalPose(10.0, 0.0, 2.0).to_c2w()
+    mask = torch.ones(1, 1, 64, 64)
+
+    def gradient():
+        guide = synth.sds_guide(blob_image(), c2w)
+        rendered = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        guide.loss(rendered, mask, target, torch.Generator().manual_seed(1)).backward()
+        return rendered.grad
+
+    try:
+        apply_memory_mode(zero123, "full", "cpu")
+        full = gradient()
+        apply_memory_mode(zero123, "low", "cpu")
+        guide = synth.sds_guide(blob_image(), c2w)
+        assert zero123.offload.resident == "unet"
+        low = gradient()
+        assert full.abs().sum() > 0 and torch.allclose(low, full, atol=1e-6, rtol=1e-4)
+    finally:
+        apply_memory_mode(zero123, "full", "cpu")
+        zero123.vae.requires_grad_(True)
+
+
 # --- SV3D ------------------------------------------------------------------------------------
 
 
