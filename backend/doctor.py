@@ -25,6 +25,7 @@ from .synthesis.weights import models_dir
 REQUIRED = ["numpy", "msgpack", "pyzmq", "torch", "diffusers", "transformers", "trimesh", "xatlas", "scikit-image", "pillow"]
 #: CUDA builds PyTorch publishes wheels for (``https://download.pytorch.org/whl/cuXYZ``).
 TORCH_CUDA_BUILDS = ((11, 8), (12, 1), (12, 4), (12, 6), (12, 8), (12, 9), (13, 0))
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 @dataclass
@@ -134,7 +135,11 @@ def classify_torch(version: str, cuda: str | None, cuda_available: bool, gpus: G
         return Check("torch build", True, f"{build}, using {device or gpu}: matches the GPU")
     if not gpus.names:
         if cuda:
-            return Check("torch build", True, f"{build}; no NVIDIA GPU found, so it runs on the CPU")
+            return Check(
+                "torch build", True,
+                f"{build}; no NVIDIA GPU found, so it runs on the CPU (the CPU build is several GB smaller: "
+                f"`make clean demo TORCH_INDEX={CPU_INDEX}`)",
+            )
         return Check("torch build", True, f"{build}; no NVIDIA GPU on this machine: matches")
     if not cuda:
         return Check(
