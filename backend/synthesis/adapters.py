@@ -75,9 +75,10 @@ def place(pipe, runtime: Runtime):
     (BLEND123_COMPILE=1)."""
     import torch
 
-    from .memory import apply_memory_mode
+    from .memory import MemoryPlan, apply_memory_mode
 
-    pipe.to(runtime.device)
+    if not MemoryPlan.for_mode(runtime.memory).cpu_offload:  # offloaded weights wait on the CPU
+        pipe.to(runtime.device)
     pipe.set_progress_bar_config(disable=True)
     if runtime.compile:
         pipe.unet = torch.compile(pipe.unet, fullgraph=False)
