@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -183,3 +187,32 @@ def test_missing_weights_fail_every_image_with_the_download_hint(tmp_path, monke
     assert [r.status for r in summary.records] == ["failed", "failed"]
     assert all(r.code == "model_unavailable" and "not installed" in r.error and r.hint for r in summary.records)
     assert summary.exit_code == 1
+
+
+def test_without_ray_the_cluster_mode_says_what_to_install(tmp_path, monkeypatch, capsys):
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray: ImportError, as where it is not installed
+    assert main(["batch", str(save(tmp_path / "a.png")), "-o", str(tmp_path / "out"), "--ray", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "needs Ray Data" in err and "pip install 'blend123[cluster]'" in err
+
+
+def test_a_driver_killed_mid_batch_leaves_only_whole_outputs_and_the_rerun_does_the_rest(tmp_path):
+    images = [save(tmp_path / "in" / f"{name}.png", size) for name, size in (("a", 64), ("b", 80), ("c", 96))]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "blend123.backend.cli", "batch", *map(str, images), "-o", str(out), "--quiet", *FAST_ARGS]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(glb_faces(p) for p in out.glob("*.glb")):
+            assert driver.poll() is None and time.monotonic() < deadline, "the first image never finished"
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGKILL)  # a crash of the driver, mid-batch
+    finally:
+        driver.wait(30)
+    done = sorted(p.stem for p in out.glob("*.glb"))
+    assert 1 <= len(done) < 3 and all(glb_faces(p) for p in out.glob("*.glb"))  # nothing half-written looks done
+    summary = run_batch(images, out, fast_options(), quiet=True)
+    assert {r.image: r.status for r in summary.records} == {str(p): "skipped" if p.stem in done else "converted" for p in images}
+    assert len((out / LEDGER_NAME).read_text().splitlines()) == 3
