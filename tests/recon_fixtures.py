@@ -26,7 +26,7 @@ from benchmarks.quality.synthetic import SyntheticScene, make_scene
 FAST_OPTIONS = ReconstructionOptions(texture_size=512, max_faces=8000, grid_resolution=96, light_model=False)
 #: The light model on, few steps: for the lit scene.
 LIT_OPTIONS = ReconstructionOptions(
-    texture_size=256, max_faces=6000, grid_resolution=80, refine_steps=150, refine_samples=8192
+    texture_size=256, max_faces=6000, grid_resolution=80, refine_steps=300, refine_samples=8192
 )
 
 HAS_BPY = importlib.util.find_spec("bpy") is not None

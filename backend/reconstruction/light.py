@@ -69,10 +69,17 @@ class SGLight(torch.nn.Module):
 
     def irradiance(self, normals: torch.Tensor) -> torch.Tensor:
         """E(n) for unit normals (..., 3): (...,) scalar (white light)."""
+        return self.irradiance_basis(normals) @ self.amplitudes
+
+    def irradiance_basis(self, normals: torch.Tensor) -> torch.Tensor:
+        """(..., K): each lobe's irradiance at unit amplitude, so ``E(n) = basis @ amplitudes``.
+
+        Axes and sharpness are fixed, so the irradiance is linear in the amplitudes: with
+        fixed normals the basis is computed once and a light fit is a matrix product.
+        """
         n = normals[..., None, :]  # (..., 1, 3) against the (K, 3) axes
         cos_s = torch.tensor(COSINE_SHARPNESS, dtype=normals.dtype, device=normals.device)
-        inner = sg_inner(self.axes, self.sharpness, self.amplitudes, n, cos_s, COSINE_AMPLITUDE)
-        return inner.sum(-1)
+        return sg_inner(self.axes, self.sharpness, torch.ones((), dtype=normals.dtype, device=normals.device), n, cos_s, COSINE_AMPLITUDE)
 
     def shading(self, normals: torch.Tensor) -> torch.Tensor:
         """Lambertian outgoing radiance per unit albedo: E(n) / pi."""

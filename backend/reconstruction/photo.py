@@ -182,10 +182,24 @@ def _walk(
     votes: _Votes,
     view_free: torch.Tensor,
 ) -> torch.Tensor:
-    """Walk a batch of one view's rays; vote; return each ray's surface distance (NaN: none)."""
+    """Walk a batch of one view's rays; vote; return each ray's surface distance (NaN: none).
+
+    A ray whose hull entry point already matches within ``entry_tolerance`` keeps it
+    whatever the deeper steps cost (see ``_surface_step``), so only the other rays are
+    walked all the way: on the surfaces the hull has right (most of them) the walk costs
+    one step instead of the hull's depth, and the outcome is the same.
+    """
     t, inside = _march(grid, rays_o, rays_d)
     points = rays_o[:, None] + t[..., None] * rays_d[:, None]
-    cost = view.cost(yx, points, t, rays_d, inside)
+    entry = inside.to(torch.int8).argmax(1)
+    at_entry = torch.zeros_like(inside)
+    at_entry[torch.arange(len(entry), device=entry.device), entry] = inside.any(1)
+    cost = view.cost(yx, points, t, rays_d, at_entry)
+    entry_cost = cost.gather(1, entry[:, None])[:, 0]
+    walk = (inside.any(1) & ~(entry_cost <= options.entry_tolerance)).nonzero()[:, 0]
+    if len(walk):
+        deeper = inside[walk] & ~at_entry[walk]
+        cost[walk] = torch.where(deeper, view.cost(yx[walk], points[walk], t[walk], rays_d[walk], deeper), cost[walk])
     surface = _surface_step(cost, inside, options)
     hit = surface >= 0
     step = torch.arange(t.shape[1], device=t.device)[None]

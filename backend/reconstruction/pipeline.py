@@ -24,6 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..cpu_share import CpuShare
 from ..progress import ProgressFn, no_progress
 from .carve import Silhouettes, carve
 from .export import export_glb
@@ -59,14 +60,16 @@ class ReconstructionOptions:
     uv_padding: int = 4  # texels between charts in the atlas
     max_chart_area_fraction: float = 0.02  # cap on one chart's share of the surface (xatlas speed)
     light_model: bool = True  # fit the 24-SG light and de-light the texture
-    refine_steps: int = 500  # optimisation steps of the refine stage
-    refine_samples: int = 16_384  # pixels sampled per step
+    refine_steps: int = 400  # most optimisation steps of the refine stage (it stops once converged)
+    refine_samples: int = 8_192  # pixels per step
+    refine_faces: int = 5_000  # the light is fitted on the mesh decimated to this many faces
     refine_offsets: float = 0.0  # learning rate of vertex offsets (0: geometry is the hull's)
     sds_steps: int = 100  # last refine steps with masked SDS, when ``reconstruct`` gets a guide
     illum_weight: float = 0.5  # weight of L_illum = |V(I) - shading|^2
     albedo_tv_weight: float = 0.02  # total variation of the per-vertex albedo
     environment_width: int = 512  # of the equirectangular light image (height = width / 2)
     device: str = "auto"  # torch device of the refine stage: "auto" = CUDA when available
+    threads: int = 0  # torch CPU threads; 0: the CPUs other processes leave free, re-measured per stage
 
     def validate(self) -> None:
         checks = [
@@ -80,10 +83,12 @@ class ReconstructionOptions:
             (0 <= self.max_chart_area_fraction <= 1, "max_chart_area_fraction must be in [0, 1]"),
             (self.refine_steps >= 0, "refine_steps must be >= 0"),
             (self.refine_samples >= 1, "refine_samples must be >= 1"),
+            (self.refine_faces >= 0, "refine_faces must be >= 0 (0: fit on the full mesh)"),
             (self.refine_offsets >= 0, "refine_offsets must be >= 0"),
             (0 <= self.sds_steps <= self.refine_steps, "sds_steps must be in [0, refine_steps]"),
             (self.illum_weight >= 0 and self.albedo_tv_weight >= 0, "loss weights must be >= 0"),
             (8 <= self.environment_width <= 8192, "environment_width must be in [8, 8192]"),
+            (self.threads >= 0, "threads must be >= 0 (0: from the free CPUs)"),
             (self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"), "unknown device"),
         ]
         problems = [message for ok, message in checks if not ok]
@@ -124,15 +129,35 @@ def reconstruct(
     """
     images, c2w = _check_inputs(images, c2w, camera_angle_x)
     options.validate()
-    seconds: dict[str, float] = {}
+    cpu = CpuShare(options.threads)
+    try:
+        return _reconstruct(images, c2w, camera_angle_x, options, _Stages(progress, cpu), guide)
+    finally:
+        cpu.restore()
+
+
+class _Stages:
+    """Reports each stage's start and end, times it, and re-sizes the CPU pool at its start."""
+
+    def __init__(self, progress: ProgressFn, cpu: CpuShare) -> None:
+        self.progress = progress
+        self.cpu = cpu
+        self.seconds: dict[str, float] = {}
 
     @contextmanager
-    def stage(name: str) -> Iterator[None]:
-        progress(name, 0.0)
+    def __call__(self, name: str) -> Iterator[None]:
+        self.progress(name, 0.0)
+        self.cpu.adjust()  # what other processes leave free may have changed
         start = time.perf_counter()
         yield
-        seconds[name] = time.perf_counter() - start
-        progress(name, 1.0)
+        self.seconds[name] = time.perf_counter() - start
+        self.progress(name, 1.0)
+
+
+def _reconstruct(
+    images: np.ndarray, c2w: np.ndarray, camera_angle_x: float, options: ReconstructionOptions, stage: _Stages, guide: SDSGuide | None
+) -> ReconstructionResult:
+    progress = stage.progress
 
     with stage("carve"):
         silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
@@ -171,6 +196,8 @@ def reconstruct(
                 w_albedo_tv=options.albedo_tv_weight,
                 alpha_threshold=options.alpha_threshold,
                 sds_steps=options.sds_steps if guide is not None else 0,
+                coarse_faces=options.refine_faces,
+                stop_tolerance=0.0 if guide is not None else 1e-3,  # SDS runs in the last steps: run them all
             )
             try:
                 fit = refine(
@@ -236,7 +263,7 @@ def reconstruct(
         uvs=uv_mesh.uvs.astype(np.float32),
         texture=texture,
         glb=glb,
-        stage_seconds=seconds,
+        stage_seconds=stage.seconds,
         light=None if light is None else light.to_json() | benchmark_view(light.to_json()),
         environment=None
         if light is None

@@ -23,16 +23,18 @@ per step is a gather over a fixed number of sampled pixels, so it is cheap on a 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from blend123.protocol.camera import SphericalPose, focal_px
 
 from .carve import camera_cube
 from .light import SGLight
+from .mesh import decimate
 from .projection import camera_to_pixels, world_to_camera
 from ..raster import rasterize
 from .sds import SDSGuide
@@ -42,8 +44,8 @@ from .sds import SDSGuide
 class RefineOptions:
     steps: int = 300
     samples: int = 16_384  # pixels per step, drawn from all views
-    lr_albedo: float = 0.1
-    lr_light: float = 0.3
+    lr_albedo: float = 0.2
+    lr_light: float = 0.5
     lr_offsets: float = 0.0  # 0: geometry fixed (only light and albedo are fitted)
     w_illum: float = 0.5
     w_albedo_tv: float = 0.02
@@ -54,6 +56,15 @@ class RefineOptions:
     sds_steps: int = 0  # last steps that add masked SDS on unseen surfaces (needs a guide)
     w_sds: float = 0.01
     sds_elevations: tuple[float, float] = (-60.0, 80.0)  # range of the SDS cameras' elevations
+    #: With fixed geometry, fit on the mesh decimated to this many faces (0: the mesh as
+    #: given) and carry the albedo back to every vertex: the light is low-frequency, and
+    #: the cost of a step then no longer grows with the output's face budget.
+    coarse_faces: int = 0
+    #: Stop once the loss, averaged over windows of ``stop_window`` steps, improves by less
+    #: than this fraction from one window to the next (0: always run ``steps``).
+    stop_tolerance: float = 0.0
+    stop_window: int = 25
+    min_steps: int = 100
 
 
 @dataclass
@@ -62,7 +73,7 @@ class RefineResult:
     light: SGLight  # on the CPU
     albedo: np.ndarray  # (V, 3) float32 per-vertex albedo, linear light
     seen: np.ndarray  # (V,) bool: vertices of faces some input view sees
-    losses: list[float] = field(default_factory=list)  # total loss per step
+    losses: list[float] = field(default_factory=list)  # total loss per step (fewer than ``steps`` when stopped early)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -115,6 +126,31 @@ def _visible_pixels(
         face=torch.as_tensor(cat(fids), dtype=torch.long, device=device),
         rgb=torch.as_tensor(cat(rgbs), dtype=torch.float32, device=device),
     )
+
+
+@dataclass
+class _FixedShading:
+    """Per usable pixel, what fixed geometry makes constant: corners, barycentrics, and the
+    light's irradiance basis at the pixel's normal (so shading is one matrix product)."""
+
+    corners: torch.Tensor  # (P, 3) long
+    bary: torch.Tensor  # (P, 3)
+    basis: torch.Tensor  # (P, K)
+
+    @classmethod
+    def of(cls, vertices: torch.Tensor, faces: torch.Tensor, normals_v: torch.Tensor, pixels: _Pixels, w2c, focal, size, light: SGLight) -> "_FixedShading":
+        every = torch.arange(len(pixels.view), device=vertices.device)
+        with torch.no_grad():
+            bary = barycentrics(vertices, faces, pixels, every, w2c, focal, size)
+            corners = faces[pixels.face]
+            normal = (bary[..., None] * normals_v[corners]).sum(1)
+            normal = normal / torch.linalg.vector_norm(normal, dim=1, keepdim=True).clamp_min(1e-12)
+            basis = light.irradiance_basis(normal) / math.pi
+        return cls(corners, bary, basis)
+
+    def shade(self, idx: torch.Tensor, albedo_v: torch.Tensor, light: SGLight) -> tuple[torch.Tensor, torch.Tensor]:
+        albedo = (self.bary[idx, :, None] * albedo_v[self.corners[idx]]).sum(1)
+        return albedo, self.basis[idx] @ light.amplitudes
 
 
 def vertex_normals_torch(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -172,6 +208,12 @@ def refine(
     With a ``guide`` and ``options.sds_steps``, the last steps also add masked SDS
     (``sds.py``) on the albedo of surfaces no input view sees.
     """
+    if options.coarse_faces and options.lr_offsets == 0 and guide is None and len(faces) > options.coarse_faces:
+        coarse_vertices, coarse_faces = decimate(np.asarray(vertices, dtype=np.float64), np.asarray(faces), options.coarse_faces)
+        fit = refine(coarse_vertices, coarse_faces, images, c2w, camera_angle_x, replace(options, coarse_faces=0), device, on_progress)
+        nearest = cKDTree(coarse_vertices).query(vertices)[1]
+        return RefineResult(np.asarray(vertices, dtype=np.float64), fit.light, fit.albedo[nearest], fit.seen[nearest], fit.losses)
+
     dev = resolve_device(device)
     gen = torch.Generator(device="cpu").manual_seed(options.seed)
     n_views, height, width = images.shape[:3]
@@ -203,6 +245,15 @@ def refine(
     optimiser = torch.optim.Adam(groups)
     losses: list[float] = []
     fixed_normals = None if move else vertex_normals_torch(base, faces_t)
+    fixed = None
+    if not move:
+        # Fixed geometry: one fixed sample of pixels, shaded by precomputed bases, every
+        # step (full-batch): no per-step gathers from all pixels, and a loss that does not
+        # jitter, so it can tell when it has converged.
+        keep = torch.randperm(len(pixels.view), generator=gen)[: options.samples].to(dev)
+        pixels = _Pixels(pixels.view[keep], pixels.xy[keep], pixels.face[keep], pixels.rgb[keep])
+        value = value[keep]
+        fixed = _FixedShading.of(base, faces_t, fixed_normals, pixels, w2c, focal, (width, height), light)
 
     for step in range(options.steps):
         on_progress(step / max(options.steps, 1))
@@ -210,12 +261,18 @@ def refine(
             current = (base + offsets).detach().cpu().double().numpy()
             pixels = _visible_pixels(current, faces, images, c2w, camera_angle_x, options.alpha_threshold, dev)
             value = pixels.rgb.max(1).values
-        idx = torch.randint(len(pixels.view), (min(options.samples, len(pixels.view)),), generator=gen).to(dev)
+        if fixed is None:
+            idx = torch.randint(len(pixels.view), (min(options.samples, len(pixels.view)),), generator=gen).to(dev)
+        else:
+            idx = slice(None)
         verts = base + offsets if move else base
-        bary = barycentrics(verts, faces_t, pixels, idx, w2c, focal, (width, height))
         albedo_v = torch.sigmoid(raw_albedo)
         normals_v = vertex_normals_torch(verts, faces_t) if move else fixed_normals
-        albedo, shading = _shade(bary, faces_t[pixels.face[idx]], albedo_v, normals_v, light)
+        if fixed is not None:
+            albedo, shading = fixed.shade(idx, albedo_v, light)
+        else:
+            bary = barycentrics(verts, faces_t, pixels, idx, w2c, focal, (width, height))
+            albedo, shading = _shade(bary, faces_t[pixels.face[idx]], albedo_v, normals_v, light)
         rendered = albedo * shading[:, None]
         target = pixels.rgb[idx]
         gamma = 1 / 2.2  # perceptual weighting, so dark regions count like the metrics count them
@@ -239,6 +296,8 @@ def refine(
         losses.append(float(loss.detach()))
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"refinement diverged at step {step}")
+        if _converged(losses, options):
+            break
     on_progress(1.0)
     final = (base + offsets).detach() if move else base
     return RefineResult(
@@ -248,6 +307,18 @@ def refine(
         seen=seen.cpu().numpy(),
         losses=losses,
     )
+
+
+def _converged(losses: list[float], options: RefineOptions) -> bool:
+    """The loss has levelled off: the last window's mean improved on the one before by
+    less than ``stop_tolerance`` of itself. Windowed, because each step's loss is over a
+    random sample of pixels and jitters by more than the late steps improve it."""
+    window = options.stop_window
+    if options.stop_tolerance <= 0 or len(losses) < max(options.min_steps, 2 * window) or len(losses) % window:
+        return False
+    last = sum(losses[-window:]) / window
+    before = sum(losses[-2 * window : -window]) / window
+    return before - last < options.stop_tolerance * last
 
 
 def _shade(

@@ -1,0 +1,121 @@
+"""Use the CPUs other processes leave free, and wait for them without spinning.
+
+Artists run the backend next to Blender, often while it renders. torch's CPU kernels
+split each operation over ``torch.get_num_threads()`` threads and join them at the end;
+when another process holds one of the cores, every join waits for a descheduled thread,
+and the reconstruction's many small operations slow down far more than a fair share
+would (measured: 2 threads beside two busy processes took 7x longer than 1 thread).
+:class:`CpuShare` sizes torch's pool to the CPUs that others leave idle, re-measured at
+each stage, so a quiet machine still gets every core.
+
+``OMP_WAIT_POLICY=PASSIVE`` makes idle OpenMP threads sleep instead of spinning, so the
+backend's own idle threads do not steal the cores Blender renders on. OpenMP reads it
+once, when torch loads: :func:`prefer_passive_waits` must run before ``import torch``
+(the package's ``__init__`` calls it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+#: Below this many idle CPUs torch gets one thread: a second would mostly wait.
+_MIN_FREE_FOR_TWO = 1.5
+#: How long the first measurement watches the machine, seconds.
+_FIRST_SAMPLE_S = 0.05
+#: Shortest span (seconds per CPU) worth a new measurement.
+_MIN_TICKS_S = 0.04
+
+
+def prefer_passive_waits() -> None:
+    """Idle OpenMP threads sleep rather than spin (unless the user chose otherwise)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; the container's share is not seen)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _machine_busy_seconds() -> tuple[float, float] | None:
+    """(busy, total) CPU-seconds summed over all CPUs since boot, from ``/proc/stat``."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [float(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    hz = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+@dataclass
+class _Sample:
+    own_cpu: float
+    machine: tuple[float, float] | None
+
+
+def _sample() -> _Sample:
+    return _Sample(time.process_time(), _machine_busy_seconds())
+
+
+class CpuShare:
+    """Sets torch's CPU thread count from the CPUs other processes leave free.
+
+    ``threads`` > 0 pins the count instead. Call :meth:`adjust` at stage boundaries: it
+    measures what other processes used since the last call (the machine's busy time minus
+    this process's own) and resizes the pool. :meth:`restore` puts the old count back.
+    """
+
+    def __init__(self, threads: int = 0) -> None:
+        import torch
+
+        self._torch = torch
+        self._pinned = threads
+        self._before = torch.get_num_threads()
+        self._cpus = usable_cpus()
+        self._last = _sample()
+        self._estimate = 0.0
+        self.threads = self._before
+        if threads <= 0:
+            time.sleep(_FIRST_SAMPLE_S)
+        self.adjust()
+
+    def others_busy(self) -> float:
+        """CPUs' worth of work other processes did since the last measurement."""
+        now = _sample()
+        last = self._last
+        if now.machine is None or last.machine is None:
+            return max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
+        busy = now.machine[0] - last.machine[0]
+        total = now.machine[1] - last.machine[1]
+        if total < _MIN_TICKS_S * self._cpus:
+            return self._estimate  # too short to count: the counters tick at 100 Hz
+        self._last = now
+        # Others' share of the machine's time, taken to fall evenly on the CPUs this
+        # process may use (a container sees the host's counters, not its own).
+        share = (busy - (now.own_cpu - last.own_cpu)) / total
+        self._estimate = min(1.0, max(0.0, share)) * self._cpus
+        return self._estimate
+
+    def adjust(self) -> int:
+        if self._pinned > 0:
+            threads = self._pinned
+        else:
+            free = self._cpus - self.others_busy()
+            threads = 1 if free < _MIN_FREE_FOR_TWO else max(1, min(self._cpus, int(free + 0.5)))
+        if threads != self._torch.get_num_threads():
+            self._torch.set_num_threads(threads)
+        self.threads = threads
+        return threads
+
+    def restore(self) -> None:
+        if self._torch.get_num_threads() != self._before:
+            self._torch.set_num_threads(self._before)

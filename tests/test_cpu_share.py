@@ -1,0 +1,51 @@
+"""The reconstruction sizes torch's CPU pool to the CPUs other processes leave free."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from blend123.backend.cpu_share import CpuShare, usable_cpus
+
+
+def test_a_pinned_count_is_used_and_restored():
+    before = torch.get_num_threads()
+    share = CpuShare(threads=3)
+    try:
+        assert share.threads == 3 and torch.get_num_threads() == 3
+    finally:
+        share.restore()
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads the machine's CPU counters from /proc/stat")
+def test_cores_held_by_other_processes_are_left_to_them():
+    cpus = usable_cpus()
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
+    try:
+        time.sleep(0.5)  # let them get going
+        share = CpuShare()
+        try:
+            time.sleep(0.3)
+            assert share.others_busy() > cpus - 1  # measured since the last look: every core busy
+            assert share.adjust() == 1 and torch.get_num_threads() == 1
+        finally:
+            share.restore()
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+
+
+def test_the_package_asks_openmp_not_to_spin():
+    # Set before torch loads (the backend package's import does it), unless the user chose.
+    code = "import blend123.backend, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"
