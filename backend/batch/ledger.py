@@ -47,7 +47,7 @@ class Record:
         return json.dumps(asdict(self), ensure_ascii=False)
 
 
-def glb_faces(path: Path) -> int | None:
+def glb_faces(path: Path | str) -> int | None:
     """Triangles in the GLB at ``path``, or None when it is missing, truncated or not a GLB."""
     try:
         with open(path, "rb") as f:
