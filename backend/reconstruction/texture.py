@@ -1,11 +1,28 @@
-"""Bake view colours into a UV texture.
+"""Bake view colours into a UV texture: multi-view fusion that keeps the views' detail.
 
-Each texel covered by a chart is a surface point. Its colour is the weighted mean of the
-views that see it: visible (depth test against the view's rasterised depth map of the
-mesh), facing the camera, inside the subject mask, weighted by the cosine between the
-surface normal and the direction to the camera. Texels no view saw, and the gutters
-between charts, take the colour of the nearest baked texel, so bilinear filtering and
-mip-mapping never pull in unrelated colours at chart borders.
+Each texel covered by a chart is a surface point. Every view that sees it (depth test
+against the view's rasterised depth map of the mesh, facing the camera, inside the subject
+mask) gives a sample; the texel's colour is a weighted mean of its samples where
+
+- the weights favour the views that see the point best: ``(cos / depth) ** SHARPNESS``,
+  i.e. projected resolution (pixels per unit of surface) raised to a high power, so the
+  one to three sharpest views dominate instead of all views being averaged (averaging
+  views that disagree by a pixel blurs fine texture);
+- samples far from the texel's robust centre (the lower median of the samples'
+  luminance across views) are rejected smoothly: a specular highlight is bright in the
+  one or two views near the mirror direction only, and a misregistered view shows the
+  neighbouring texture; both are outvoted by the rest;
+- each view's exposure and white balance is levelled first: a per-view, per-channel gain
+  against the median of the views, fitted on a sample of texels (generated views drift
+  from frame to frame);
+- each view's small misregistration (a pixel or two, as generated views have) is fitted
+  on the same texels, as one image shift per view that best matches the consensus.
+
+The weights and the robust centre are functions of the surface point and its (smooth)
+normal only, so the two sides of a UV seam, being the same points, get the same colour:
+there are no seams to level. Texels no view saw, and the gutters between charts, take
+the colour of the nearest baked texel, so bilinear filtering and mip-mapping never pull
+in unrelated colours at chart borders.
 """
 
 from __future__ import annotations
@@ -16,15 +33,30 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from blend123.protocol.camera import focal_px, project_points
+from blend123.protocol.camera import focal_px
 
 from ..raster import rasterize, rasterize_screen
 
-#: Texels processed at once per view; bounds memory for large textures.
-_CHUNK_TEXELS = 1 << 20
+#: Texels fused at once; bounds memory (chunk x views x 3 floats) for large textures.
+_CHUNK_TEXELS = 1 << 17
 #: Views seeing a surface more obliquely than this (cosine) do not contribute: at grazing
 #: angles the colour comes from a sliver of pixels and mixes with the silhouette edge.
 _MIN_COSINE = 0.1
+#: Exponent on a view's projected resolution (cos / depth): 8 keeps views within ~20 deg of
+#: the best one at over half its weight and those 45 deg off at 6 %.
+SHARPNESS = 8.0
+#: Robust rejection: a sample whose luminance is further than ``_REJECT_ABS +
+#: _REJECT_REL * centre`` from the texel's centre loses its weight (Gaussian falloff).
+_REJECT_ABS = 0.04
+_REJECT_REL = 0.12
+#: Texels sampled to fit the per-view gains and shifts.
+_FIT_TEXELS = 8_000
+#: Largest per-view shift (pixels) and gain change the fit may make.
+_MAX_SHIFT = 3.0
+_GAIN_RANGE = (0.6, 1.6)
+#: Residual (colour, 0-1) beyond which the shift fit weights a sample down (Huber).
+_HUBER = 0.1
+_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 
 
 @dataclass
@@ -68,33 +100,93 @@ def bake(
     c2w: np.ndarray,
     camera_angle_x: float,
     on_progress: Callable[[float], None] = lambda fraction: None,
+    align: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted colours of the texels in ``surface``: ``(rgb (M, 3) float32, weight (M,))``.
+    """Fused colours of the texels in ``surface``: ``(rgb (M, 3) float32, weight (M,))``.
 
     ``mesh_vertices``/``mesh_faces`` are the occluders for the depth test (the same
     surface, unsplit). ``images`` are (N, H, W, 4) uint8 RGBA with alpha as the mask.
-    ``on_progress`` gets the fraction done after every chunk of texels of every view.
+    ``weight`` is the texel's coverage by the views (sum of alpha x cosine; 0 = unseen).
+    ``align`` fits per-view gains and shifts first (see the module); off, every view is
+    taken as given. ``on_progress`` gets the fraction done as chunks of texels complete.
     """
-    n_views, height, width = images.shape[:3]
-    rgb_sum = np.zeros((len(surface.rows), 3), dtype=np.float64)
-    weight_sum = np.zeros(len(surface.rows), dtype=np.float64)
+    views = _views(mesh_vertices, mesh_faces, images, c2w, camera_angle_x)
+    on_progress(0.1)
     positions = surface.positions.astype(np.float32)
     normals = surface.normals.astype(np.float32)
-    for i in range(n_views):
-        view = _View(
+    if align:
+        fit_views(views, positions, normals)
+    on_progress(0.2)
+    m = len(positions)
+    rgb = np.zeros((m, 3), dtype=np.float32)
+    weight = np.zeros(m, dtype=np.float32)
+    for chunk in range(0, m, _CHUNK_TEXELS):
+        part = slice(chunk, chunk + _CHUNK_TEXELS)
+        projections = [view.project(positions[part], normals[part]) for view in views]
+        samples = _Samples.gather(views, projections, len(positions[part]))
+        rgb[part], weight[part] = samples.fuse()
+        on_progress(0.2 + 0.8 * min(1.0, (chunk + _CHUNK_TEXELS) / max(m, 1)))
+    return rgb, weight
+
+
+def view_gains(
+    surface: TexelSurface,
+    mesh_vertices: np.ndarray,
+    mesh_faces: np.ndarray,
+    images: np.ndarray,
+    c2w: np.ndarray,
+    camera_angle_x: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted ``(gains (N, 3), shifts (N, 2) pixels)`` that :func:`bake` levels views by:
+    a view's colour divided by its gain, sampled at its pixel plus its shift, matches the
+    others."""
+    views = _views(mesh_vertices, mesh_faces, images, c2w, camera_angle_x)
+    fit_views(views, surface.positions.astype(np.float32), surface.normals.astype(np.float32))
+    return np.stack([v.gain for v in views]), np.stack([v.shift for v in views])
+
+
+def fit_views(views: list["_View"], positions: np.ndarray, normals: np.ndarray, rounds: int = 3) -> None:
+    """Fit each view's gain (per channel) and shift against the consensus of all views, on
+    a fixed random sample of texels; sets ``gain`` and ``shift`` of ``views`` in place."""
+    if len(views) < 3 or len(positions) == 0:
+        return
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(positions), size=min(_FIT_TEXELS, len(positions)), replace=False)
+    projections = [view.project(positions[pick], normals[pick]) for view in views]
+    for _ in range(rounds):
+        samples = _Samples.gather(views, projections, len(pick))
+        # Each view against the others only: a median that can be the view itself pulls it to 1.
+        targets = samples.medians_of_others()
+        for i, view in enumerate(views):
+            view.fit(projections[i], samples, i, targets[:, i])
+    # The views' median is the reference: gains of 1 on average.
+    gains = np.stack([v.gain for v in views])
+    gains /= np.median(gains, axis=0, keepdims=True)
+    for view, gain in zip(views, gains):
+        view.gain = gain.astype(np.float32)
+
+
+def _views(mesh_vertices, mesh_faces, images, c2w, camera_angle_x) -> list["_View"]:
+    n_views, height, width = images.shape[:3]
+    return [
+        _View(
             c2w=c2w[i],
             camera_angle_x=camera_angle_x,
             depth=rasterize(c2w[i], camera_angle_x, width, height, mesh_vertices, mesh_faces).depth,
             image=_premultiplied(images[i]),
         )
-        for chunk in range(0, len(positions), _CHUNK_TEXELS):
-            part = slice(chunk, chunk + _CHUNK_TEXELS)
-            idx, rgb, weight = view.contribution(positions[part], normals[part])
-            rgb_sum[chunk + idx] += rgb
-            weight_sum[chunk + idx] += weight
-            on_progress((i + min(1.0, (chunk + _CHUNK_TEXELS) / len(positions))) / n_views)
-    rgb = rgb_sum / np.maximum(weight_sum, 1e-12)[:, None]
-    return rgb.astype(np.float32), weight_sum.astype(np.float32)
+        for i in range(n_views)
+    ]
+
+
+@dataclass
+class _Projection:
+    """Where the points a view sees fall in it."""
+
+    indices: np.ndarray  # (K,) of the points given
+    pixels: np.ndarray  # (K, 2)
+    resolution: np.ndarray  # (K,) cos / distance: pixels per unit of surface, up to the focal
+    cosine: np.ndarray  # (K,)
 
 
 @dataclass
@@ -103,16 +195,24 @@ class _View:
     camera_angle_x: float
     depth: np.ndarray  # (H, W) rasterised depth of the mesh, +inf where empty
     image: np.ndarray  # (H, W, 4) float32 premultiplied RGBA
+    gain: np.ndarray = None  # (3,) the view's colour / the consensus
+    shift: np.ndarray = None  # (2,) pixels added to projections before sampling
+    _gradients: np.ndarray | None = None
+    _w2c: np.ndarray | None = None
 
-    def contribution(self, positions: np.ndarray, normals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Points this view sees: ``(indices, weighted premultiplied rgb (K, 3), weights (K,))``."""
+    def __post_init__(self) -> None:
+        self.gain = np.ones(3, dtype=np.float32) if self.gain is None else self.gain
+        self.shift = np.zeros(2, dtype=np.float32) if self.shift is None else self.shift
+
+    def project(self, positions: np.ndarray, normals: np.ndarray) -> _Projection:
+        """The points this view sees: in frame, facing it, not occluded."""
         height, width = self.depth.shape
         to_camera = self.c2w[:3, 3].astype(np.float32) - positions
-        to_camera /= np.maximum(np.linalg.norm(to_camera, axis=1, keepdims=True), 1e-12)
-        cosine = np.einsum("ij,ij->i", normals, to_camera)
+        distance = np.maximum(np.linalg.norm(to_camera, axis=1), 1e-12)
+        cosine = np.einsum("ij,ij->i", normals, to_camera) / distance
         facing = np.flatnonzero(cosine > _MIN_COSINE)
         cosine = cosine[facing]
-        pix, depth = project_points(self.c2w, self.camera_angle_x, width, height, positions[facing])
+        pix, depth = self._project_points(positions[facing])
         col = np.clip(np.floor(pix[:, 0]).astype(np.int64), 0, width - 1)
         row = np.clip(np.floor(pix[:, 1]).astype(np.int64), 0, height - 1)
         in_frame = (pix[:, 0] >= 0) & (pix[:, 0] < width) & (pix[:, 1] >= 0) & (pix[:, 1] < height) & (depth > 0)
@@ -121,11 +221,147 @@ class _View:
         footprint = np.abs(depth) / focal_px(self.camera_angle_x, width)
         slope = np.sqrt(np.maximum(1.0 - cosine**2, 0.0)) / cosine
         visible = np.flatnonzero(in_frame & (depth <= self.depth[row, col] + footprint * (1.5 + 2.0 * slope)))
-        premult = _sample_bilinear(self.image, pix[visible])
-        # rgb is premultiplied, so sum(cos * rgb) / sum(cos * alpha) is the colour with
-        # edge pixels counted by their coverage and the background left out.
-        cos = cosine[visible, None]
-        return facing[visible], premult[:, :3] * cos, premult[:, 3] * cos[:, 0]
+        cos = cosine[visible].astype(np.float32)
+        resolution = (cos / distance[facing][visible]).astype(np.float32)
+        return _Projection(facing[visible], pix[visible].astype(np.float32), resolution, cos)
+
+    def _project_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`~blend123.protocol.camera.project_points`, with this view's inverse kept."""
+        if self._w2c is None:
+            self._w2c = np.linalg.inv(np.asarray(self.c2w, dtype=np.float64))
+        height, width = self.depth.shape
+        cam = points.astype(np.float64) @ self._w2c[:3, :3].T + self._w2c[:3, 3]
+        depth = -cam[:, 2]
+        f = focal_px(self.camera_angle_x, width)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = 0.5 * width + f * cam[:, 0] / depth
+            y = 0.5 * height - f * cam[:, 1] / depth
+        return np.stack([x, y], axis=1), depth
+
+    def sample(self, projection: _Projection, gradients: bool = False):
+        """``(straight rgb (K, 3), weight (K,), coverage (K,), d rgb / d pixel (K, 3, 2) or None)``
+        at the projected points, shifted by the view's shift; colour levelled by its gain."""
+        at = projection.pixels + self.shift
+        premult = _sample_bilinear(self.image, at)
+        alpha = premult[:, 3]
+        rgb = premult[:, :3] / np.maximum(alpha, 1e-6)[:, None] / self.gain
+        grads = None
+        if gradients:
+            grads = _sample_bilinear(self.gradients(), at).reshape(-1, 2, 3).transpose(0, 2, 1) / self.gain[:, None]
+        # Coverage-weighted resolution: partly covered (edge) pixels count by their alpha.
+        return rgb, alpha * projection.resolution**SHARPNESS, alpha * projection.cosine, grads
+
+    def gradients(self) -> np.ndarray:
+        """(H, W, 6) d colour / dx then d colour / dy of the straight colour, the background
+        filled with the nearest subject colour so the silhouette is no edge."""
+        if self._gradients is None:
+            straight = self.image[..., :3] / np.maximum(self.image[..., 3:4], 1e-6)
+            straight = fill_nearest(straight, self.image[..., 3] > 0.5)
+            gx = ndimage.sobel(straight, axis=1, mode="nearest") / 8.0
+            gy = ndimage.sobel(straight, axis=0, mode="nearest") / 8.0
+            self._gradients = np.concatenate([gx, gy], axis=2).astype(np.float32)
+        return self._gradients
+
+    def fit(self, projection: _Projection, samples: "_Samples", i: int, target: np.ndarray, steps: int = 3) -> None:
+        """Update gain and shift from this view's samples (``samples[:, i]``, at
+        ``projection``) against the consensus ``target`` of the other views."""
+        seen = samples.weight[:, i] > 0
+        others = (samples.weight > 0).sum(1) >= 3
+        ok = seen & others & (samples.coverage[:, i] > 0.45) & np.isfinite(target).all(1)
+        if ok.sum() < 50:
+            return
+        mine, want = samples.rgb[ok, i], target[ok]
+        # Gain: robust ratio per channel over bright enough texels (ratios of dark ones are noise).
+        bright = want > 0.08
+        gain = np.array(
+            [np.median(mine[bright[:, c], c] / want[bright[:, c], c]) if bright[:, c].sum() >= 30 else 1.0 for c in range(3)]
+        )
+        self.gain = np.clip(self.gain * gain, *_GAIN_RANGE).astype(np.float32)
+        # Shift: Gauss-Newton steps of  mine(p + d) = want  over all channels, Huber
+        # weighted so outliers (highlights, occlusion) cannot drag it.
+        rows = np.flatnonzero(ok)
+        where = np.searchsorted(projection.indices, rows)
+        sub = _Projection(rows, projection.pixels[where], projection.resolution[where], projection.cosine[where])
+        for _ in range(steps):
+            colour, _, _, grads = self.sample(sub, gradients=True)
+            residual = (colour - want).reshape(-1)
+            jac = grads.reshape(-1, 2)
+            robust = np.minimum(1.0, _HUBER / np.maximum(np.abs(residual), 1e-12))
+            lhs = (jac * robust[:, None]).T @ jac
+            if np.linalg.cond(lhs) > 1e6:
+                return
+            step = -np.linalg.solve(lhs, (jac * robust[:, None]).T @ residual)
+            self.shift = np.clip(self.shift + np.clip(step, -1.0, 1.0), -_MAX_SHIFT, _MAX_SHIFT).astype(np.float32)
+
+
+@dataclass
+class _Samples:
+    """Every view's sample of a set of texels: (K, N, ...) arrays, weight 0 = not seen."""
+
+    rgb: np.ndarray  # (K, N, 3) straight colour, levelled
+    weight: np.ndarray  # (K, N) fusion weight before robust rejection
+    coverage: np.ndarray  # (K, N) alpha x cosine
+    grad: np.ndarray | None  # (K, N, 3, 2) or None
+
+    @classmethod
+    def gather(cls, views: list[_View], projections: list[_Projection], k: int, gradients: bool = False) -> "_Samples":
+        n = len(views)
+        rgb = np.zeros((k, n, 3), dtype=np.float32)
+        weight = np.zeros((k, n), dtype=np.float32)
+        coverage = np.zeros((k, n), dtype=np.float32)
+        grad = np.zeros((k, n, 3, 2), dtype=np.float32) if gradients else None
+        for i, (view, projection) in enumerate(zip(views, projections)):
+            idx = projection.indices
+            rgb[idx, i], weight[idx, i], coverage[idx, i], g = view.sample(projection, gradients)
+            if gradients:
+                grad[idx, i] = g
+        # Relative weights: the best view of each texel has 1 (no underflow far away).
+        weight /= np.maximum(weight.max(axis=1, keepdims=True), 1e-30)
+        return cls(rgb, weight, coverage, grad)
+
+    def medians_of_others(self) -> np.ndarray:
+        """(K, N, 3): for each texel and view, the per-channel (lower) median of the samples
+        of the *other* views that see the texel (NaN where fewer than one)."""
+        k, n = self.weight.shape
+        seen = self.weight > 1e-6
+        count = seen.sum(axis=1)  # (K,)
+        values = np.where(seen[..., None], self.rgb, np.inf)
+        order = np.argsort(values, axis=1)  # (K, N, 3)
+        ordered = np.take_along_axis(values, order, axis=1)
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(n)[None, :, None], axis=1)
+        # Without one of the c samples, the lower median is at (c - 2) // 2 of the rest:
+        # position m of the full order if the left-out one ranks above m, else m + 1.
+        m = np.maximum(count - 2, 0) // 2
+        at_m = np.take_along_axis(ordered, np.broadcast_to(m[:, None, None], (k, 1, 3)), axis=1)
+        at_next = np.take_along_axis(ordered, np.broadcast_to(np.minimum(m + 1, n - 1)[:, None, None], (k, 1, 3)), axis=1)
+        out = np.where(rank > m[:, None, None], at_m, at_next)
+        out[count < 2] = np.nan
+        # A view that does not see the texel leaves all c samples: the plain lower median.
+        full = np.take_along_axis(ordered, np.broadcast_to((np.maximum(count - 1, 0) // 2)[:, None, None], (k, 1, 3)), axis=1)
+        out = np.where(seen[..., None], out, np.where(count[:, None, None] >= 1, full, np.nan))
+        return np.where(np.isfinite(out), out, np.nan).astype(np.float32)
+
+    def fuse(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgb (K, 3), coverage (K,))``: robust, resolution-weighted mean of the samples."""
+        luma = self.rgb @ _LUMA
+        seen = self.weight > 1e-6
+        count = seen.sum(axis=1)
+        # Lower median of the luminance of the samples seen (unseen sort last).
+        ordered = np.sort(np.where(seen, luma, np.inf), axis=1)
+        centre = np.take_along_axis(ordered, np.maximum(count - 1, 0)[:, None] // 2, axis=1)
+        centre[count == 0] = 0.0
+        spread = _REJECT_ABS + _REJECT_REL * np.abs(centre)
+        inlier = np.exp(-(((luma - centre) / spread) ** 2))
+        w = self.weight * np.where(seen, inlier, 0.0)
+        total = w.sum(axis=1)
+        # A texel whose samples all disagree with its centre keeps its plain weights.
+        fallback = total < 1e-6
+        if fallback.any():
+            w[fallback] = self.weight[fallback]
+            total[fallback] = w[fallback].sum(axis=1)
+        rgb = np.einsum("kn,knc->kc", w, self.rgb) / np.maximum(total, 1e-12)[:, None]
+        return np.clip(rgb, 0.0, 1.0).astype(np.float32), self.coverage.sum(axis=1).astype(np.float32)
 
 
 def fill_texture(surface: TexelSurface, rgb: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
