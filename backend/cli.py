@@ -28,10 +28,11 @@ from blend123.protocol import settings as S
 from blend123.protocol.camera import DEFAULT_FOV_DEG, ORBIT_VIEWS, CameraIntrinsics
 from blend123.protocol.client import Client, CurveClientKeys, check_address
 from blend123.protocol.errors import Blend123Error, ProtocolError
+from blend123.protocol.job_progress import ChainProgress
 from blend123.protocol.messages import Done, Error, GenerationSettings, Mesh, Message, NovelView, Orbit, Progress, Reconstruct, View
 from blend123.protocol.version import __version__
 
-from .console import StageBars
+from .console import JobBar
 from .images import load_rgba, save_rgba
 from .server.config import DEFAULT_BIND, ServerConfig, default_jobs_dir
 from .tasks import write_transforms
@@ -252,20 +253,24 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
             private_jobs.cleanup()
 
 
-def run_job(client: Client, request: Message, quiet: bool) -> Iterator[Message]:
-    """Submit, show progress, yield result events; Ctrl-C cancels the job on the backend."""
+def run_job(client: Client, request: Message, quiet: bool, bar: JobBar | None = None, step: int = 0) -> Iterator[Message]:
+    """Submit, show progress, yield result events; Ctrl-C cancels the job on the backend.
+
+    ``bar`` (with ``step``, this job's place in its chain) shows jobs that follow one
+    another on one bar; without it the job gets a bar of its own.
+    """
     job_id = client.submit(request)
-    bars = StageBars(enabled=not quiet)
+    bars = bar or JobBar(enabled=not quiet)
     try:
         for event in client.events(job_id):
             if isinstance(event, Progress):
-                bars.update(event.stage, event.fraction, event.eta_s)
+                bars.show(event, step)
             elif isinstance(event, Error):
                 bars.close()
                 raise event.to_exception()
             elif isinstance(event, Done):
-                bars.close()
                 if event.state != "done":
+                    bars.close()
                     raise ProtocolError("cancelled", f"job {job_id} was {event.state}")
                 return
             else:
@@ -276,7 +281,8 @@ def run_job(client: Client, request: Message, quiet: bool) -> Iterator[Message]:
             client.cancel(job_id)
         raise
     finally:
-        bars.close()
+        if bar is None or step == len(bar.chain.shares) - 1:
+            bars.close()
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -363,10 +369,10 @@ def write_file_atomically(path: Path, data: bytes) -> None:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}", "free some space or choose another output location") from None
 
 
-def _collect_views(client: Client, request: Message, output: Path, quiet: bool) -> list[View]:
+def _collect_views(client: Client, request: Message, output: Path, quiet: bool, bar: JobBar | None = None) -> list[View]:
     output.mkdir(parents=True, exist_ok=True)
     views: list[View] = []
-    for event in run_job(client, request, quiet):
+    for event in run_job(client, request, quiet, bar):
         if isinstance(event, View):
             save_rgba(output / f"view_{event.index:03d}.png", event.image)
             views.append(event)
@@ -433,25 +439,27 @@ def cmd_convert(args: argparse.Namespace) -> int:
     orbit = Orbit(image, list(args.elevations), settings=_settings(args))
     orbit.validate()
     Reconstruct(source_job="0" * 32, texture_size=args.texture_size, max_faces=args.max_faces, sds_model=args.sds_model).validate()
-    with connect(args) as client:
+    # One bar for the orbit and the mesh made from it.
+    bar = JobBar(enabled=not args.quiet, chain=ChainProgress.orbit_then_mesh(orbit.settings.model))
+    with connect(args) as client, contextlib.closing(bar):
         orbit_id = ""
         if args.views_dir:
-            views = _collect_views(client, orbit, args.views_dir, args.quiet)
+            views = _collect_views(client, orbit, args.views_dir, args.quiet, bar)
             orbit_id = views[0].job_id if views else ""
         else:
-            for event in run_job(client, orbit, args.quiet):
+            for event in run_job(client, orbit, args.quiet, bar):
                 orbit_id = getattr(event, "job_id", orbit_id)
         if not orbit_id:
             raise CommandError("the orbit produced no views")
         # With an sds_model the backend conditions on the orbit's own photo and camera.
         request = Reconstruct(source_job=orbit_id, texture_size=args.texture_size, max_faces=args.max_faces, sds_model=args.sds_model)
-        mesh = _receive_mesh(client, request, args.quiet)
+        mesh = _receive_mesh(client, request, args.quiet, bar, step=1)
     _write_mesh(mesh, args.output)
     return 0
 
 
-def _receive_mesh(client: Client, request: Reconstruct, quiet: bool) -> Mesh:
-    meshes = [e for e in run_job(client, request, quiet) if isinstance(e, Mesh)]
+def _receive_mesh(client: Client, request: Reconstruct, quiet: bool, bar: JobBar | None = None, step: int = 0) -> Mesh:
+    meshes = [e for e in run_job(client, request, quiet, bar, step) if isinstance(e, Mesh)]
     if not meshes:
         raise CommandError("the reconstruction finished without a mesh")
     return meshes[-1]

@@ -1,4 +1,4 @@
-"""Progress bars on the terminal: one bar per pipeline stage."""
+"""The progress bar on the terminal: one bar for the whole job, the current stage named in it."""
 
 from __future__ import annotations
 
@@ -6,28 +6,32 @@ import sys
 
 from tqdm import tqdm
 
+from blend123.protocol.job_progress import ChainProgress
+from blend123.protocol.messages import Progress
 
-class StageBars:
-    """Shows a job's ``progress`` events as one tqdm bar per stage, on stderr."""
 
-    def __init__(self, enabled: bool = True) -> None:
+class JobBar:
+    """One tqdm bar on stderr over a chain of backend jobs (``convert``: an orbit, then
+    the mesh): overall percent, the running stage, the whole chain's time left."""
+
+    def __init__(self, enabled: bool = True, chain: ChainProgress | None = None) -> None:
         self.enabled = enabled and sys.stderr is not None
-        self._stage = ""
+        self.chain = chain or ChainProgress([1.0])
         self._bar: tqdm | None = None
 
-    def update(self, stage: str, fraction: float, eta_s: float = -1.0) -> None:
+    def show(self, event: Progress, step: int = 0) -> None:
+        """``event`` of the chain's ``step``-th job."""
         if not self.enabled:
             return
-        if stage != self._stage:
-            self.close()
-            self._stage = stage
-            self._bar = tqdm(total=100, desc=f"{stage:>12}", unit="%", bar_format="{desc} {bar} {n:.0f}% {elapsed}{postfix}", file=sys.stderr, leave=True)
+        fraction, eta_s = self.chain.update(step, event)
+        if self._bar is None:
+            self._bar = tqdm(total=100, unit="%", bar_format="{desc} {bar} {n:.0f}% {elapsed}{postfix}", file=sys.stderr, leave=True)
+        self._bar.set_description_str(f"{event.stage:>10}", refresh=False)
         self._bar.n = round(100 * min(1.0, max(0.0, fraction)), 1)
-        self._bar.set_postfix_str(f"eta {eta_s:.0f}s" if eta_s >= 0 else "", refresh=False)
+        self._bar.set_postfix_str(f"{eta_s:.0f} s left" if eta_s >= 0 else "", refresh=False)
         self._bar.refresh()
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-            self._stage = ""

@@ -28,3 +28,57 @@ def sub_progress(progress: ProgressFn, stage: str, start: float, end: float) -> 
         progress(stage, start + (end - start) * min(1.0, max(0.0, fraction)))
 
     return report
+
+
+#: Seconds each stage takes in a run of ``make demo``'s conversion on a quiet 2-core CPU
+#: (``python benchmarks/bench_busy.py``; the proxy's 21 views at 256 px, 50k faces, a
+#: 1024 px texture). Only their ratios matter: :class:`StageClock` rescales them by the
+#: speed it observes. A stage missing here counts as one second.
+STAGE_SECONDS: dict[str, float] = {
+    "load model": 0.2,
+    "views": 1.0,
+    "carve": 0.6,
+    "photo": 1.0,
+    "mesh": 0.15,
+    "refine": 1.2,
+    "uv": 1.3,
+    "texture": 2.0,
+    "export": 0.2,
+}
+#: The stages of each kind of job, in order ("load model" only when a model is needed).
+JOB_STAGES: dict[str, tuple[str, ...]] = {
+    "novel_view": ("load model", "views"),
+    "orbit": ("load model", "views"),
+    "reconstruct": ("load model", "carve", "photo", "mesh", "refine", "uv", "texture", "export"),
+}
+
+
+class StageClock:
+    """A whole job's fraction done and time left, from its stages' own fractions.
+
+    Each stage weighs what it took in the benchmark (``STAGE_SECONDS``). The time left is
+    the weight still to do times the seconds per unit of weight this job has shown so
+    far, so a slower machine, a busy one, or a bigger input corrects the estimate as the
+    job runs. A stage that never reports (a model already loaded) is skipped over.
+    """
+
+    def __init__(self, kind: str, weights: dict[str, float] = STAGE_SECONDS) -> None:
+        self.stages = list(JOB_STAGES.get(kind, ()))
+        self.weights = weights
+        self._current = -1
+
+    def _weight(self, stage: str) -> float:
+        return self.weights.get(stage, 1.0)
+
+    def update(self, stage: str, fraction: float, elapsed_s: float) -> tuple[float, float]:
+        """(fraction of the whole job done, seconds left; < 0 while unknown)."""
+        if stage not in self.stages:  # a stage the plan did not know: it runs now
+            self.stages.insert(self._current + 1, stage)
+        self._current = max(self._current, self.stages.index(stage))
+        before = sum(self._weight(s) for s in self.stages[: self._current])
+        done = before + self._weight(stage) * min(1.0, max(0.0, fraction))
+        total = sum(self._weight(s) for s in self.stages)
+        overall = done / total if total > 0 else 0.0
+        if done <= 0 or elapsed_s <= 0:
+            return overall, -1.0
+        return overall, (total - done) * elapsed_s / done

@@ -81,7 +81,7 @@ def _orbit_done(scene: bpy.types.Scene, info: JobInfo) -> JobInfo | None:
         _undo_push("blend123 orbit")
     if ctx.get("then_mesh"):
         try:
-            return submit_mesh(None, scene, info.job_id, ctx["frame"], ctx["options"])
+            return submit_mesh(None, scene, info.job_id, ctx["frame"], ctx["options"], chain=info.chain)
         except (SettingsError, JobFailed) as exc:  # the orbit is kept: Make mesh again after fixing it
             raise as_job_failed(exc) from None
     return None

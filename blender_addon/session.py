@@ -23,6 +23,7 @@ from .core.jobs import JobInfo, JobTracker, LivePreview
 from .errors import JobFailed
 from .protocol.client import Client, CurveClientKeys
 from .protocol.errors import JOB_LOST, TIMEOUT, ProtocolError
+from .protocol.job_progress import ChainProgress
 from .protocol.job_phase import JobPhase
 from .protocol.messages import Error, HelloReply, Message
 from .reports import report
@@ -275,7 +276,7 @@ class Session:
 
     # --- jobs -------------------------------------------------------------------------------------
 
-    def submit(self, request: Message, purpose: str, **ctx) -> JobInfo:
+    def submit(self, request: Message, purpose: str, chain: ChainProgress | None = None, step: int = 0, **ctx) -> JobInfo:
         client = self.require()
         try:
             job_id = client.submit(request)
@@ -285,7 +286,7 @@ class Session:
             raise JobFailed(exc.message, exc.hint, str(exc.code)) from None
         self.heard()
         self.tracker.clear_error()
-        return self.tracker.add(job_id, purpose, **ctx)
+        return self.tracker.add(job_id, purpose, chain, step, **ctx)
 
     def cancel_all(self) -> int:
         n = 0

@@ -12,6 +12,7 @@ from .core.jobs import MESH, ORBIT, PREVIEW, JobInfo
 from .core.requests import JobOptions, SettingsError, novel_view_request, orbit_request, reconstruct_request
 from .errors import as_job_failed
 from .images import ReferenceImageError, file_to_rgba, image_to_rgba
+from .protocol.job_progress import ChainProgress
 from .planes import camera_optics
 from .session import session
 
@@ -51,10 +52,14 @@ def submit_orbit(context, scene: bpy.types.Scene, then_mesh: bool = False) -> Jo
         request = orbit_request(reference_rgba(scene), frame, options)
     except (SettingsError, ReferenceImageError, scene_import.SceneSetupError) as exc:
         raise as_job_failed(exc) from None
-    return session().submit(request, ORBIT, scene=scene.name, frame=frame.as_list(), then_mesh=then_mesh, options=options)
+    # Make Mesh: the orbit and the mesh after it share one progress bar.
+    chain = ChainProgress.orbit_then_mesh(options.model) if then_mesh else None
+    return session().submit(request, ORBIT, chain, scene=scene.name, frame=frame.as_list(), then_mesh=then_mesh, options=options)
 
 
-def submit_mesh(context, scene: bpy.types.Scene, orbit_job: str = "", frame: list | None = None, options: JobOptions | None = None) -> JobInfo:
+def submit_mesh(
+    context, scene: bpy.types.Scene, orbit_job: str = "", frame: list | None = None, options: JobOptions | None = None, chain: ChainProgress | None = None
+) -> JobInfo:
     """A mesh from ``orbit_job`` (default: the scene's last finished orbit)."""
     settings = scene.blend123
     try:
@@ -63,5 +68,5 @@ def submit_mesh(context, scene: bpy.types.Scene, orbit_job: str = "", frame: lis
         request = reconstruct_request(orbit_job or settings.last_orbit_job, options)
     except (SettingsError, ValueError) as exc:
         raise as_job_failed(exc) from None
-    return session().submit(request, MESH, scene=scene.name, frame=frame.as_list())
+    return session().submit(request, MESH, chain, 1 if chain else 0, scene=scene.name, frame=frame.as_list())
 

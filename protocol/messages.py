@@ -391,10 +391,11 @@ class Accepted(Message):
 class Progress(Message):
     job_id: str
     stage: str
-    fraction: float
-    eta_s: float = -1.0  # < 0: unknown
+    fraction: float  # of the current stage
+    eta_s: float = -1.0  # seconds until the whole job ends; < 0: unknown
     elapsed_s: float = 0.0
     seq: int = 0
+    overall: float = -1.0  # fraction of the whole job done; < 0: unknown (an older backend)
 
 
 @message("view")

@@ -24,7 +24,7 @@ from blend123.protocol.job_phase import JobPhase
 from blend123.protocol.messages import Done, Error, Message, Progress
 
 from ..images import ImageError
-from ..progress import JobCancelled
+from ..progress import JobCancelled, StageClock
 from ..synthesis.registry import ResidentModel, free_accelerator_memory
 from ..tasks import TaskContext, run_task
 from .jobs import Job, JobQueue
@@ -144,20 +144,22 @@ class Worker(threading.Thread):
     def _progress_fn(self, job: Job):
         min_interval = 1.0 / self.progress_rate_hz
         last_sent = [0.0]
+        clock = StageClock(job.kind)
 
         def progress(stage: str, fraction: float) -> None:
             if job.cancel_requested.is_set():
                 raise JobCancelled(job.id)
             now = time.monotonic()
-            if stage != job.stage:
+            new_stage = stage != job.stage
+            if new_stage:
                 job.stage, job.stage_started = stage, now
                 self._save(job)
             job.fraction, job.last_step = fraction, now
-            if now - last_sent[0] >= min_interval or fraction >= 1.0:
+            if new_stage or now - last_sent[0] >= min_interval or fraction >= 1.0:
                 last_sent[0] = now
-                spent = now - job.stage_started
-                eta = spent * (1.0 - fraction) / fraction if fraction > 0.0 else -1.0
-                self.emit(job, Progress(job.id, stage, float(fraction), eta, time.time() - job.started))
+                elapsed = time.time() - job.started
+                overall, eta = clock.update(stage, float(fraction), elapsed)
+                self.emit(job, Progress(job.id, stage, float(fraction), eta, elapsed, overall=overall))
 
         return progress
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol.job_progress import ChainProgress
 from ..protocol.messages import Done, Error, Message, Progress
 
 #: Job purposes.
@@ -29,6 +30,10 @@ class JobInfo:
     results: int = 0
     #: Lived through a lost connection and is still known to the backend: Resume fetches it.
     resumable: bool = False
+    #: Jobs that follow one another on one progress bar (Make Mesh: orbit, then mesh), and
+    #: this job's place among them.
+    chain: ChainProgress | None = None
+    step: int = 0
 
 
 @dataclass
@@ -48,8 +53,8 @@ class JobTracker:
         self.last_error: str = ""
         self.last_hint: str = ""
 
-    def add(self, job_id: str, purpose: str, **context: Any) -> JobInfo:
-        info = JobInfo(job_id, purpose, dict(context))
+    def add(self, job_id: str, purpose: str, chain: ChainProgress | None = None, step: int = 0, **context: Any) -> JobInfo:
+        info = JobInfo(job_id, purpose, dict(context), chain=chain, step=step)
         self.jobs[job_id] = info
         if purpose == LIVE:
             self.live_job = job_id
@@ -72,7 +77,12 @@ class JobTracker:
             return Routed(event, None)
         stale = self.is_stale(job_id)
         if isinstance(event, Progress):
-            info.stage, info.fraction, info.eta_s = event.stage, float(event.fraction), float(event.eta_s)
+            info.stage = event.stage
+            if info.chain is not None:
+                info.fraction, info.eta_s = info.chain.update(info.step, event)
+            else:  # the whole job's fraction; an older backend sends the stage's only
+                info.fraction = float(event.overall if event.overall >= 0 else event.fraction)
+                info.eta_s = float(event.eta_s)
             return Routed(event, None)
         if isinstance(event, (Done, Error)):
             del self.jobs[job_id]

@@ -1,0 +1,56 @@
+"""One progress bar over jobs that run one after another.
+
+"Make Mesh" (the panel) and ``blend123 convert`` are two backend jobs, an orbit and then
+the mesh made from it. Each job reports its own whole-job fraction and time left
+(``Progress.overall`` / ``eta_s``); :class:`ChainProgress` turns them into one fraction
+and one ETA for the user: the finished jobs, the running one, and the ones still to
+come at the pace seen so far.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Sequence
+
+from . import settings
+from .messages import Progress
+
+#: The orbit's share of a Make Mesh job: the built-in proxy's orbit takes about a tenth of
+#: the reconstruction after it (``benchmarks/bench_busy.py``); a diffusion model's orbit
+#: takes most of the time (``benchmarks/bench_diffusion.py``: 21 denoised views).
+PROXY_ORBIT_SHARE = 0.1
+DIFFUSION_ORBIT_SHARE = 0.8
+
+
+def orbit_share(model: str) -> float:
+    return PROXY_ORBIT_SHARE if (model or settings.MODEL.default) == settings.MODEL.default else DIFFUSION_ORBIT_SHARE
+
+
+class ChainProgress:
+    """Fraction done and time left of a sequence of jobs; ``shares`` weigh them (sum 1)."""
+
+    def __init__(self, shares: Sequence[float], clock: Callable[[], float] = time.monotonic) -> None:
+        total = float(sum(shares))
+        self.shares = [s / total for s in shares]
+        self._clock = clock
+        self._start = clock()
+
+    @classmethod
+    def orbit_then_mesh(cls, model: str) -> "ChainProgress":
+        share = orbit_share(model)
+        return cls([share, 1.0 - share])
+
+    def update(self, step: int, event: Progress) -> tuple[float, float]:
+        """(fraction of the whole chain done, seconds left; < 0 unknown) after ``event`` of job ``step``."""
+        job = event.overall if event.overall >= 0 else event.fraction
+        done = sum(self.shares[:step]) + self.shares[step] * min(1.0, max(0.0, job))
+        later = sum(self.shares[step + 1 :])
+        if event.eta_s < 0:
+            return done, -1.0
+        if later <= 0:
+            return done, event.eta_s
+        elapsed = self._clock() - self._start
+        if done <= 0 or elapsed <= 0:
+            return done, -1.0
+        # Jobs not started yet take their share at the pace of the work done so far.
+        return done, event.eta_s + later * elapsed / done
