@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -65,15 +66,15 @@ def run_batch(
 ) -> BatchSummary:
     """Convert every image ``inputs`` name into ``out_dir``; never raises for one image.
 
-    ``ray``: a Ray cluster address ("local", "auto", ``ray://host:10001``), or "" for this
-    process (unless this process is already connected to a Ray cluster, which is then used).
+    ``ray``: a Ray cluster address ("local", "auto", ``ray://host:10001``; a process already
+    connected to a cluster uses that one), or "" to convert in this process.
     Raises :class:`BatchError` for a batch that cannot start.
     """
     options.validate()
     _check_model_names(options)
     items = plan(expand_inputs(inputs))
     out_dir = _output_folder(Path(out_dir))
-    use_ray = bool(ray) or _ray_connected()
+    use_ray = bool(ray)
     if workers > 1 and not use_ray:
         raise BatchError(f"--workers {workers} needs a Ray cluster", "add --ray local (this machine) or --ray ADDRESS")
     if use_ray:
@@ -110,7 +111,8 @@ def run_batch(
             try:
                 write_result(item, out_dir, row["glb"], row["light_json"])
             except OSError as exc:
-                record.status, record.faces, record.code = FAILED, 0, "disk"
+                record.status, record.faces = FAILED, 0
+                record.code = "disk_full" if exc.errno == errno.ENOSPC else "job_failed"
                 record.error = f"cannot write {item.glb(out_dir)}: {exc.strerror or exc}"
                 record.hint = "free some space in the output folder, then run the same command again"
         ledger.add(record)
@@ -168,11 +170,6 @@ def _output_folder(out_dir: Path) -> Path:
     if not os.access(out_dir, os.W_OK | os.X_OK):
         raise BatchError(f"cannot write to {out_dir} (read-only, or no permission)", "choose an output folder you can write to")
     return out_dir.resolve()
-
-
-def _ray_connected() -> bool:
-    ray = sys.modules.get("ray")
-    return bool(ray is not None and getattr(ray, "is_initialized", lambda: False)())
 
 
 def _say_how_to_scale() -> None:
