@@ -18,7 +18,10 @@ def extract_surface(grid: HullGrid, smooth_sigma: float = 0.0) -> tuple[np.ndarr
     """Zero level set of the hull field, oriented outward; ``smooth_sigma`` in voxels."""
     field = grid.field
     if smooth_sigma > 0:
-        field = ndimage.gaussian_filter(field, smooth_sigma, mode="nearest")
+        smoothed = ndimage.gaussian_filter(field, smooth_sigma, mode="nearest")
+        # Smoothing may fill a voxel in but never empty one: a leg or a handle a voxel or
+        # two thick is a narrow ridge of the field that a blur would sink below zero.
+        field = np.where(field > 0, np.maximum(smoothed, field), smoothed)
     if not (field.max() > 0 > field.min()):
         raise ValueError("the visual hull is empty or fills the whole carving volume")
     verts, faces, _, _ = marching_cubes(field, level=0.0, spacing=(grid.spacing,) * 3, allow_degenerate=False)
@@ -35,14 +38,17 @@ def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
 
 
-def largest_component(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the connected part with the most faces (drops floaters carved by mask noise)."""
+def largest_component(vertices: np.ndarray, faces: np.ndarray, keep_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the connected part with the most faces (drops floaters carved by mask noise),
+    and every other part with at least ``keep_fraction`` of its faces (a thin leg that
+    came loose from the body is a part of the subject, not noise)."""
     n = len(vertices)
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
     graph = sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     face_labels = labels[faces[:, 0]]
-    keep = face_labels == np.bincount(face_labels).argmax()
+    sizes = np.bincount(face_labels)
+    keep = sizes[face_labels] >= max(sizes.max() * keep_fraction, 1) if keep_fraction > 0 else face_labels == sizes.argmax()
     return compact(vertices, faces[keep])
 
 
@@ -67,9 +73,14 @@ def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def taubin_smooth(
-    vertices: np.ndarray, faces: np.ndarray, iterations: int = 10, lamb: float = 0.5, mu: float = -0.53
+    vertices: np.ndarray, faces: np.ndarray, iterations: int = 10, lamb: float = 0.5, mu: float = -0.53, max_shift: float = np.inf
 ) -> np.ndarray:
-    """Taubin's lambda|mu smoothing with the uniform Laplacian: smooths without shrinking."""
+    """Taubin's lambda|mu smoothing with the uniform Laplacian: smooths without shrinking.
+
+    No vertex ends further than ``max_shift`` from where it started: enough to take out
+    marching cubes' staircase (under a voxel), too little to thin a leg a few voxels wide,
+    which the filter would otherwise treat as noise and shrink.
+    """
     if iterations <= 0:
         return vertices
     n = len(vertices)
@@ -84,6 +95,10 @@ def taubin_smooth(
     for _ in range(iterations):
         v = v + lamb * (mean @ v - v)
         v = v + mu * (mean @ v - v)
+    if np.isfinite(max_shift):
+        shift = v - vertices
+        length = np.linalg.norm(shift, axis=1, keepdims=True)
+        v = vertices + shift * np.minimum(1.0, max_shift / np.maximum(length, 1e-300))
     return v
 
 

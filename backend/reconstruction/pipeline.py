@@ -43,6 +43,9 @@ STAGES = ("carve", "photo", "mesh", "refine", "uv", "texture", "export")
 #: Shading below this share of the median is treated as this share when de-lighting:
 #: texels the light barely reaches would otherwise take a huge, noisy albedo.
 _MIN_SHADING = 0.15
+#: Parts of the mesh with at least this share of the largest part's faces are kept (a
+#: leg the carving cut loose); smaller ones are floaters from mask noise.
+_KEEP_PART_FRACTION = 0.002
 #: The albedo texture is normalised so this percentile of its brightest channel is 1
 #: (the light takes the inverse factor: albedo and light trade a global scale).
 _ALBEDO_PERCENTILE = 99.5
@@ -178,11 +181,11 @@ def _reconstruct(
     with stage("mesh"):
         vertices, faces = extract_surface(grid, options.field_smoothing)
         progress("mesh", 0.3)
-        vertices, faces = largest_component(vertices, faces)
-        vertices = taubin_smooth(vertices, faces, options.smoothing_iterations)
+        vertices, faces = largest_component(vertices, faces, _KEEP_PART_FRACTION)
+        vertices = taubin_smooth(vertices, faces, options.smoothing_iterations, max_shift=0.5 * grid.spacing)
         progress("mesh", 0.6)
         vertices, faces = decimate(vertices, faces, options.max_faces)
-        vertices, faces = largest_component(*drop_coincident_faces(vertices, faces))
+        vertices, faces = largest_component(*drop_coincident_faces(vertices, faces), _KEEP_PART_FRACTION)
 
     light: SGLight | None = None
     fit = None
