@@ -148,6 +148,26 @@ def test_live_preview_latest_request_wins(core):
     assert not tracker.busy
 
 
+def test_make_mesh_shows_the_orbit_and_the_mesh_on_one_bar(core):
+    j, m, jp = core.core__jobs, core.protocol__messages, core.protocol__job_progress
+    tracker = j.JobTracker()
+    chain = jp.ChainProgress.orbit_then_mesh("default")
+    tracker.add("orbit", j.ORBIT, chain, 0)
+    fractions = []
+    for stage, overall in (("load model", 0.0), ("views", 0.5), ("views", 1.0)):
+        tracker.route(m.Progress("orbit", stage, overall, 5.0, overall=overall))
+        fractions.append(tracker.summary()[1])
+    tracker.route(m.Done("orbit", "done"))
+    tracker.add("mesh", j.MESH, chain, 1)
+    for stage, overall in (("carve", 0.1), ("texture", 0.8), ("export", 1.0)):
+        tracker.route(m.Progress("mesh", stage, 0.5, 2.0, overall=overall))
+        fractions.append(tracker.summary()[1])
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert fractions[2] == jp.orbit_share("default")  # the orbit fills only its share
+    label, _, eta = tracker.summary()
+    assert label == "mesh: export" and eta == 2.0  # the last job's own ETA
+
+
 def test_job_error_is_kept_for_the_panel(core):
     j, m = core.core__jobs, core.protocol__messages
     tracker = j.JobTracker()
