@@ -122,7 +122,8 @@ def bake(
     weight = np.zeros(m, dtype=np.float32)
     for chunk in range(0, m, _CHUNK_TEXELS):
         part = slice(chunk, chunk + _CHUNK_TEXELS)
-        projections = [view.project(positions[part], normals[part]) for view in views]
+        n_dot_p = np.einsum("ij,ij->i", normals[part], positions[part])
+        projections = [view.project(positions[part], normals[part], n_dot_p) for view in views]
         samples = _Samples.gather(views, projections, len(positions[part]))
         rgb[part], weight[part] = samples.fuse()
         on_progress(0.2 + 0.8 * min(1.0, (chunk + _CHUNK_TEXELS) / max(m, 1)))
@@ -204,14 +205,21 @@ class _View:
         self.gain = np.ones(3, dtype=np.float32) if self.gain is None else self.gain
         self.shift = np.zeros(2, dtype=np.float32) if self.shift is None else self.shift
 
-    def project(self, positions: np.ndarray, normals: np.ndarray) -> _Projection:
-        """The points this view sees: in frame, facing it, not occluded."""
+    def project(self, positions: np.ndarray, normals: np.ndarray, n_dot_p: np.ndarray | None = None) -> _Projection:
+        """The points this view sees: in frame, facing it, not occluded. ``n_dot_p`` (normals
+        . positions), when given, saves recomputing it for every view."""
         height, width = self.depth.shape
-        to_camera = self.c2w[:3, 3].astype(np.float32) - positions
-        distance = np.maximum(np.linalg.norm(to_camera, axis=1), 1e-12)
-        cosine = np.einsum("ij,ij->i", normals, to_camera) / distance
-        facing = np.flatnonzero(cosine > _MIN_COSINE)
-        cosine = cosine[facing]
+        centre = self.c2w[:3, 3].astype(np.float32)
+        if n_dot_p is None:
+            n_dot_p = np.einsum("ij,ij->i", normals, positions)
+        # n . (centre - p) > 0 first: a cheap cull of the half that faces away.
+        front = np.flatnonzero(normals @ centre - n_dot_p > 0.0)
+        to_camera = centre - positions[front]
+        distance = np.maximum(np.sqrt(np.einsum("ij,ij->i", to_camera, to_camera)), 1e-12)
+        cosine = np.einsum("ij,ij->i", normals[front], to_camera) / distance
+        keep = np.flatnonzero(cosine > _MIN_COSINE)
+        facing = front[keep]
+        cosine, distance = cosine[keep], distance[keep]
         pix, depth = self._project_points(positions[facing])
         col = np.clip(np.floor(pix[:, 0]).astype(np.int64), 0, width - 1)
         row = np.clip(np.floor(pix[:, 1]).astype(np.int64), 0, height - 1)
@@ -222,7 +230,7 @@ class _View:
         slope = np.sqrt(np.maximum(1.0 - cosine**2, 0.0)) / cosine
         visible = np.flatnonzero(in_frame & (depth <= self.depth[row, col] + footprint * (1.5 + 2.0 * slope)))
         cos = cosine[visible].astype(np.float32)
-        resolution = (cos / distance[facing][visible]).astype(np.float32)
+        resolution = (cos / distance[visible]).astype(np.float32)
         return _Projection(facing[visible], pix[visible].astype(np.float32), resolution, cos)
 
     def _project_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +238,7 @@ class _View:
         if self._w2c is None:
             self._w2c = np.linalg.inv(np.asarray(self.c2w, dtype=np.float64))
         height, width = self.depth.shape
-        cam = points.astype(np.float64) @ self._w2c[:3, :3].T + self._w2c[:3, 3]
+        cam = points @ self._w2c[:3, :3].T.astype(np.float32) + self._w2c[:3, 3].astype(np.float32)
         depth = -cam[:, 2]
         f = focal_px(self.camera_angle_x, width)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -306,18 +314,19 @@ class _Samples:
     @classmethod
     def gather(cls, views: list[_View], projections: list[_Projection], k: int, gradients: bool = False) -> "_Samples":
         n = len(views)
-        rgb = np.zeros((k, n, 3), dtype=np.float32)
-        weight = np.zeros((k, n), dtype=np.float32)
-        coverage = np.zeros((k, n), dtype=np.float32)
-        grad = np.zeros((k, n, 3, 2), dtype=np.float32) if gradients else None
+        # Filled view by view into (N, K) buffers (contiguous writes), used as (K, N) views.
+        rgb = np.zeros((n, k, 3), dtype=np.float32)
+        weight = np.zeros((n, k), dtype=np.float32)
+        coverage = np.zeros((n, k), dtype=np.float32)
+        grad = np.zeros((n, k, 3, 2), dtype=np.float32) if gradients else None
         for i, (view, projection) in enumerate(zip(views, projections)):
             idx = projection.indices
-            rgb[idx, i], weight[idx, i], coverage[idx, i], g = view.sample(projection, gradients)
+            rgb[i, idx], weight[i, idx], coverage[i, idx], g = view.sample(projection, gradients)
             if gradients:
-                grad[idx, i] = g
+                grad[i, idx] = g
         # Relative weights: the best view of each texel has 1 (no underflow far away).
-        weight /= np.maximum(weight.max(axis=1, keepdims=True), 1e-30)
-        return cls(rgb, weight, coverage, grad)
+        weight /= np.maximum(weight.max(axis=0, keepdims=True), 1e-30)
+        return cls(rgb.transpose(1, 0, 2), weight.T, coverage.T, None if grad is None else grad.transpose(1, 0, 2, 3))
 
     def medians_of_others(self) -> np.ndarray:
         """(K, N, 3): for each texel and view, the per-channel (lower) median of the samples
