@@ -41,6 +41,14 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _allowance() -> int:
+    """``OMP_NUM_THREADS`` when set to a positive number, else 0."""
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
 def _machine_busy_seconds() -> tuple[float, float] | None:
     """(busy, total) CPU-seconds summed over all CPUs since boot, from ``/proc/stat``."""
     try:
@@ -80,7 +88,8 @@ class CpuShare:
         self._torch = torch
         self._pinned = threads
         self._before = torch.get_num_threads()
-        self._cpus = usable_cpus()
+        # A scheduler's allowance (Ray sets OMP_NUM_THREADS to a worker's CPUs) caps it.
+        self._cpus = min(usable_cpus(), _allowance() or usable_cpus())
         self._last = _sample()
         self._estimate = 0.0
         self.threads = self._before

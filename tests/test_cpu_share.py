@@ -49,3 +49,12 @@ def test_the_package_asks_openmp_not_to_spin():
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "PASSIVE"
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"
+
+
+def test_a_schedulers_thread_allowance_caps_the_count(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    share = CpuShare()
+    try:
+        assert share.threads == 1  # a 1-CPU Ray worker stays on one thread, however idle the machine
+    finally:
+        share.restore()
