@@ -54,6 +54,9 @@ _FIT_TEXELS = 8_000
 #: Largest per-view shift (pixels) and gain change the fit may make.
 _MAX_SHIFT = 3.0
 _GAIN_RANGE = (0.6, 1.6)
+#: A round of the fit that changes no gain and no shift by more than these ends it.
+_CONVERGED_GAIN = 0.01
+_CONVERGED_SHIFT = 0.15
 #: Residual (colour, 0-1) beyond which the shift fit weights a sample down (Huber).
 _HUBER = 0.1
 _LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
@@ -155,11 +158,16 @@ def fit_views(views: list["_View"], positions: np.ndarray, normals: np.ndarray, 
     pick = rng.choice(len(positions), size=min(_FIT_TEXELS, len(positions)), replace=False)
     projections = [view.project(positions[pick], normals[pick]) for view in views]
     for _ in range(rounds):
+        before = np.concatenate([np.stack([v.gain for v in views]), np.stack([v.shift for v in views])], axis=1)
         samples = _Samples.gather(views, projections, len(pick))
         # Each view against the others only: a median that can be the view itself pulls it to 1.
         targets = samples.medians_of_others()
         for i, view in enumerate(views):
             view.fit(projections[i], samples, i, targets[:, i])
+        after = np.concatenate([np.stack([v.gain for v in views]), np.stack([v.shift for v in views])], axis=1)
+        change = np.abs(after - before)
+        if change[:, :3].max() < _CONVERGED_GAIN and change[:, 3:].max() < _CONVERGED_SHIFT:
+            break  # consistent views (clean renders): nothing left to level
     # The views' median is the reference: gains of 1 on average.
     gains = np.stack([v.gain for v in views])
     gains /= np.median(gains, axis=0, keepdims=True)
