@@ -123,13 +123,17 @@ def bake(
     m = len(positions)
     rgb = np.zeros((m, 3), dtype=np.float32)
     weight = np.zeros(m, dtype=np.float32)
-    for chunk in range(0, m, _CHUNK_TEXELS):
+    chunks = max(1, -(-m // _CHUNK_TEXELS))
+    for c, chunk in enumerate(range(0, m, _CHUNK_TEXELS)):
         part = slice(chunk, chunk + _CHUNK_TEXELS)
         n_dot_p = np.einsum("ij,ij->i", normals[part], positions[part])
-        projections = [view.project(positions[part], normals[part], n_dot_p) for view in views]
+        projections = []
+        for i, view in enumerate(views):  # progress after every view: cancellation is prompt
+            projections.append(view.project(positions[part], normals[part], n_dot_p))
+            on_progress(0.2 + 0.8 * (c + 0.9 * (i + 1) / len(views)) / chunks)
         samples = _Samples.gather(views, projections, len(positions[part]))
         rgb[part], weight[part] = samples.fuse()
-        on_progress(0.2 + 0.8 * min(1.0, (chunk + _CHUNK_TEXELS) / max(m, 1)))
+        on_progress(0.2 + 0.8 * (c + 1) / chunks)
     return rgb, weight
 
 
