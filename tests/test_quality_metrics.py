@@ -306,6 +306,7 @@ def test_without_a_baked_comparison_the_cut_is_not_applicable():
         "geometry": {"chamfer_l1": 0.01, "f1": 0.8, "f2": 0.9, "volume_iou": 0.7},
         "appearance": {"psnr": 27.0, "ssim": 0.9, "psnr_object": 20.0},
         "albedo": {"mae": 0.1, "psnr": 18.0},
+        "views_as_albedo": {"mae": 0.12, "psnr": 17.0},
         "albedo_baked": None,
         "albedo_cut": None,
         "reconstruct_seconds": 1.0,
