@@ -137,3 +137,25 @@ def test_a_highlight_seen_in_one_or_two_views_does_not_reach_the_albedo():
         assert np.abs(seen[near] - truth[near]).max() > 0.3
     rgb, _ = bake(surface, v, f, images, c2w, ANGLE)
     assert np.abs(rgb[near] - truth[near]).max() < 0.03
+
+
+def test_views_registered_on_a_mesh_line_up_with_it():
+    from blend123.backend.reconstruction.texture import register_views
+
+    rng = np.random.default_rng(4)
+    angles = rng.uniform(0, 2 * np.pi, len(POSES))
+    shifts = np.stack([1.5 * np.cos(angles), 1.5 * np.sin(angles)], axis=1)
+    gains = rng.uniform(0.92, 1.08, (len(POSES), 3))
+    images, c2w = views(checker, shifts, gains)
+    clean, _ = views(checker)
+    v, f = card()
+    # Points on the card stand for a mesh's vertices (its two triangles are the occluders).
+    surface = texels(0.01)
+    registered, fitted_gains, fitted_shifts = register_views(v, f, images, c2w, ANGLE, surface.positions, surface.normals)
+    np.testing.assert_allclose(fitted_shifts - np.median(fitted_shifts, 0), shifts - np.median(shifts, 0), atol=0.35)
+    inner = (clean[..., 3] == 255) & (registered[..., 3] == 255)
+    before = np.abs(images[..., 3].astype(int) - clean[..., 3]).mean()
+    after = np.abs(registered[..., 3].astype(int) - clean[..., 3]).mean()
+    assert after < 0.5 * before  # silhouettes now agree with the mesh
+    assert inner.sum() > 1000
+    np.testing.assert_allclose(fitted_gains / np.median(fitted_gains, 0), gains / np.median(gains, 0), rtol=0.03)

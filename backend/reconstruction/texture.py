@@ -153,6 +153,47 @@ def view_gains(
     return np.stack([v.gain for v in views]), np.stack([v.shift for v in views])
 
 
+def register_views(
+    mesh_vertices: np.ndarray,
+    mesh_faces: np.ndarray,
+    images: np.ndarray,
+    c2w: np.ndarray,
+    camera_angle_x: float,
+    points: np.ndarray | None = None,
+    normals: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The views levelled and registered to each other on a (rough) mesh of the subject:
+    ``(images (N, H, W, 4) uint8, gains (N, 3), shifts (N, 2) px)``.
+
+    Each view's colour is divided by its fitted gain and the image (alpha with it) moved by
+    its fitted shift, so the subject lands where the mesh projects in every view; for
+    photo-consistency and light fitting on generated views (exposure drift, a pixel or two
+    of misregistration). Gains and shifts are fitted on ``points`` with unit ``normals``
+    on the surface (default: the mesh's vertices) as :func:`bake` fits them on texels.
+    """
+    if points is None:
+        from .mesh import vertex_normals
+
+        points, normals = mesh_vertices, vertex_normals(mesh_vertices, mesh_faces)
+    views = _views(mesh_vertices, mesh_faces, images, c2w, camera_angle_x)
+    fit_views(views, np.asarray(points, np.float32), np.asarray(normals, np.float32))
+    gains = np.stack([v.gain for v in views])
+    shifts = np.stack([v.shift for v in views])
+    out = np.empty_like(images)
+    for i, view in enumerate(views):
+        premult = view.image.copy()
+        premult[..., :3] /= gains[i]
+        # Content at pixel p + shift belongs at p: move the image by -shift.
+        moved = np.stack(
+            [ndimage.shift(premult[..., c], (-shifts[i, 1], -shifts[i, 0]), order=1, mode="nearest") for c in range(4)],
+            axis=-1,
+        )
+        alpha = moved[..., 3:4]
+        straight = np.where(alpha > 1e-6, moved[..., :3] / np.maximum(alpha, 1e-6), 0.0)
+        out[i] = np.clip(np.rint(np.concatenate([straight, alpha], axis=-1) * 255.0), 0, 255).astype(np.uint8)
+    return out, gains, shifts
+
+
 def fit_views(views: list["_View"], positions: np.ndarray, normals: np.ndarray, rounds: int = 3) -> None:
     """Fit each view's gain (per channel) and shift against the consensus of all views, on
     a fixed random sample of texels; sets ``gain`` and ``shift`` of ``views`` in place."""
