@@ -349,7 +349,9 @@ class _View:
             jac = grads.reshape(-1, 2)
             robust = np.minimum(1.0, _HUBER / np.maximum(np.abs(residual), 1e-12))
             lhs = (jac * robust[:, None]).T @ jac
-            if np.linalg.cond(lhs) > 1e6:
+            # A little ridge: a direction the texture does not constrain (stripes) stays put.
+            lhs += 0.01 * np.trace(lhs) / 2.0 * np.eye(2)
+            if not np.isfinite(lhs).all() or np.trace(lhs) <= 1e-12:
                 return
             step = -np.linalg.solve(lhs, (jac * robust[:, None]).T @ residual)
             self.shift = np.clip(self.shift + np.clip(step, -1.0, 1.0), -_MAX_SHIFT, _MAX_SHIFT).astype(np.float32)
