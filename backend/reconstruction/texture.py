@@ -56,7 +56,13 @@ _MAX_SHIFT = 3.0
 _GAIN_RANGE = (0.6, 1.6)
 #: A round of the fit that changes no gain and no shift by more than these ends it.
 _CONVERGED_GAIN = 0.01
-_CONVERGED_SHIFT = 0.15
+_CONVERGED_SHIFT = 0.25
+#: After the first round, corrections all below these (sub-pixel, a couple of percent) are
+#: taken as they are: further rounds would only refine noise.
+_SMALL_GAIN = 0.02
+_SMALL_SHIFT = 0.6
+#: A view's fitted shift is kept only if it cuts its robust colour misfit by this share.
+_MIN_GAIN_OF_SHIFT = 0.05
 #: Residual (colour, 0-1) beyond which the shift fit weights a sample down (Huber).
 _HUBER = 0.1
 _LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
@@ -202,7 +208,7 @@ def fit_views(views: list["_View"], positions: np.ndarray, normals: np.ndarray, 
     rng = np.random.default_rng(0)
     pick = rng.choice(len(positions), size=min(_FIT_TEXELS, len(positions)), replace=False)
     projections = [view.project(positions[pick], normals[pick]) for view in views]
-    for _ in range(rounds):
+    for round_ in range(rounds):
         before = np.concatenate([np.stack([v.gain for v in views]), np.stack([v.shift for v in views])], axis=1)
         samples = _Samples.gather(views, projections, len(pick))
         # Each view against the others only: a median that can be the view itself pulls it to 1.
@@ -212,7 +218,9 @@ def fit_views(views: list["_View"], positions: np.ndarray, normals: np.ndarray, 
         after = np.concatenate([np.stack([v.gain for v in views]), np.stack([v.shift for v in views])], axis=1)
         change = np.abs(after - before)
         if change[:, :3].max() < _CONVERGED_GAIN and change[:, 3:].max() < _CONVERGED_SHIFT:
-            break  # consistent views (clean renders): nothing left to level
+            break  # nothing left to level
+        if round_ == 0 and change[:, :3].max() < _SMALL_GAIN and change[:, 3:].max() < _SMALL_SHIFT:
+            break  # consistent views (renders): one round fixes what little there is
     # The views' median is the reference: gains of 1 on average.
     gains = np.stack([v.gain for v in views])
     gains /= np.median(gains, axis=0, keepdims=True)
@@ -310,7 +318,8 @@ class _View:
         if gradients:
             grads = _sample_bilinear(self.gradients(), at).reshape(-1, 2, 3).transpose(0, 2, 1) / self.gain[:, None]
         # Coverage-weighted resolution: partly covered (edge) pixels count by their alpha.
-        return rgb, alpha * projection.resolution**SHARPNESS, alpha * projection.cosine, grads
+        sharp = projection.resolution**SHARPNESS if SHARPNESS != 8.0 else _pow8(projection.resolution)
+        return rgb, alpha * sharp, alpha * projection.cosine, grads
 
     def gradients(self) -> np.ndarray:
         """(H, W, 6) d colour / dx then d colour / dy of the straight colour, the background
@@ -318,8 +327,10 @@ class _View:
         if self._gradients is None:
             straight = self.image[..., :3] / np.maximum(self.image[..., 3:4], 1e-6)
             straight = fill_nearest(straight, self.image[..., 3] > 0.5)
-            gx = ndimage.sobel(straight, axis=1, mode="nearest") / 8.0
-            gy = ndimage.sobel(straight, axis=0, mode="nearest") / 8.0
+            # Sobel in the image plane only (ndimage.sobel would smooth across channels too).
+            d, s = np.array([-0.5, 0.0, 0.5]), np.array([0.25, 0.5, 0.25])
+            gx = ndimage.correlate1d(ndimage.correlate1d(straight, d, axis=1, mode="nearest"), s, axis=0, mode="nearest")
+            gy = ndimage.correlate1d(ndimage.correlate1d(straight, d, axis=0, mode="nearest"), s, axis=1, mode="nearest")
             self._gradients = np.concatenate([gx, gy], axis=2).astype(np.float32)
         return self._gradients
 
@@ -343,9 +354,13 @@ class _View:
         rows = np.flatnonzero(ok)
         where = np.searchsorted(projection.indices, rows)
         sub = _Projection(rows, projection.pixels[where], projection.resolution[where], projection.cosine[where])
+        start = self.shift.copy()
+        start_cost = None
         for _ in range(steps):
             colour, _, _, grads = self.sample(sub, gradients=True)
             residual = (colour - want).reshape(-1)
+            if start_cost is None:
+                start_cost = _huber_cost(residual)
             jac = grads.reshape(-1, 2)
             robust = np.minimum(1.0, _HUBER / np.maximum(np.abs(residual), 1e-12))
             lhs = (jac * robust[:, None]).T @ jac
@@ -355,6 +370,16 @@ class _View:
                 return
             step = -np.linalg.solve(lhs, (jac * robust[:, None]).T @ residual)
             self.shift = np.clip(self.shift + np.clip(step, -1.0, 1.0), -_MAX_SHIFT, _MAX_SHIFT).astype(np.float32)
+        # Keep the move only if it explains the colours clearly better: a shift that buys
+        # little is chasing what moves with the view (highlights), not misregistration.
+        colour, _, _, _ = self.sample(sub)
+        if start_cost is not None and _huber_cost((colour - want).reshape(-1)) > (1.0 - _MIN_GAIN_OF_SHIFT) * start_cost:
+            self.shift = start
+
+
+def _huber_cost(residual: np.ndarray) -> float:
+    a = np.abs(residual)
+    return float(np.where(a <= _HUBER, 0.5 * a * a, _HUBER * (a - 0.5 * _HUBER)).sum())
 
 
 @dataclass
@@ -408,24 +433,26 @@ class _Samples:
 
     def fuse(self) -> tuple[np.ndarray, np.ndarray]:
         """``(rgb (K, 3), coverage (K,))``: robust, resolution-weighted mean of the samples."""
-        luma = self.rgb @ _LUMA
-        seen = self.weight > 1e-6
-        count = seen.sum(axis=1)
+        # View-major (N, K) copies of the buffers (contiguous: ``gather`` filled them so).
+        rgb, weight = self.rgb.transpose(1, 0, 2), self.weight.T
+        luma = rgb @ _LUMA
+        seen = weight > 1e-6
+        count = seen.sum(axis=0)
         # Lower median of the luminance of the samples seen (unseen sort last).
-        ordered = np.sort(np.where(seen, luma, np.inf), axis=1)
-        centre = np.take_along_axis(ordered, np.maximum(count - 1, 0)[:, None] // 2, axis=1)
+        ordered = np.sort(np.where(seen, luma, np.inf), axis=0)
+        centre = np.take_along_axis(ordered, (np.maximum(count - 1, 0) // 2)[None], axis=0)[0]
         centre[count == 0] = 0.0
         spread = _REJECT_ABS + _REJECT_REL * np.abs(centre)
-        inlier = np.exp(-(((luma - centre) / spread) ** 2))
-        w = self.weight * np.where(seen, inlier, 0.0)
-        total = w.sum(axis=1)
+        deviation = (luma - centre) / spread
+        w = weight * np.where(seen, np.exp(-deviation * deviation), 0.0)
+        total = w.sum(axis=0)
         # A texel whose samples all disagree with its centre keeps its plain weights.
         fallback = total < 1e-6
         if fallback.any():
-            w[fallback] = self.weight[fallback]
-            total[fallback] = w[fallback].sum(axis=1)
-        rgb = np.einsum("kn,knc->kc", w, self.rgb) / np.maximum(total, 1e-12)[:, None]
-        return np.clip(rgb, 0.0, 1.0).astype(np.float32), self.coverage.sum(axis=1).astype(np.float32)
+            w[:, fallback] = weight[:, fallback]
+            total[fallback] = w[:, fallback].sum(axis=0)
+        out = np.einsum("nk,nkc->kc", w, rgb) / np.maximum(total, 1e-12)[:, None]
+        return np.clip(out, 0.0, 1.0).astype(np.float32), self.coverage.sum(axis=1).astype(np.float32)
 
 
 def fill_texture(surface: TexelSurface, rgb: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:
@@ -449,6 +476,14 @@ def fill_nearest(image: np.ndarray, known: np.ndarray) -> np.ndarray:
         return np.full_like(image, 0.5)
     _, (r, c) = ndimage.distance_transform_edt(~known, return_indices=True)
     return image[r, c]
+
+
+def _pow8(x: np.ndarray) -> np.ndarray:
+    """x ** 8 by three squarings (a power is several times slower)."""
+    x = x * x
+    x *= x
+    x *= x
+    return x
 
 
 def _premultiplied(image: np.ndarray) -> np.ndarray:
