@@ -35,16 +35,18 @@ def sub_progress(progress: ProgressFn, stage: str, start: float, end: float) -> 
 #: 1024 px texture). Only their ratios matter: :class:`StageClock` rescales them by the
 #: speed it observes. A stage missing here counts as one second.
 STAGE_SECONDS: dict[str, float] = {
-    "load model": 0.2,
-    "views": 1.0,
-    "carve": 0.6,
-    "photo": 1.0,
-    "mesh": 0.15,
-    "refine": 1.2,
+    "load model": 1.3,
+    "views": 2.1,
+    "carve": 1.1,
+    "photo": 1.4,
+    "mesh": 0.2,
+    "refine": 2.3,
     "uv": 1.3,
-    "texture": 2.0,
-    "export": 0.2,
+    "texture": 3.3,
+    "export": 0.3,
 }
+#: How much benchmark work (seconds) the benchmark's pace counts for in a job's pace.
+_PRIOR_WEIGHT = 1.0
 #: The stages of each kind of job, in order ("load model" only when a model is needed).
 JOB_STAGES: dict[str, tuple[str, ...]] = {
     "novel_view": ("load model", "views"),
@@ -59,7 +61,8 @@ class StageClock:
     Each stage weighs what it took in the benchmark (``STAGE_SECONDS``). The time left is
     the weight still to do times the seconds per unit of weight this job has shown so
     far, so a slower machine, a busy one, or a bigger input corrects the estimate as the
-    job runs. A stage that never reports (a model already loaded) is skipped over.
+    job runs. A stage that never reports (a model already loaded, none needed) drops out of
+    the plan once a later stage starts.
     """
 
     def __init__(self, kind: str, weights: dict[str, float] = STAGE_SECONDS) -> None:
@@ -74,11 +77,19 @@ class StageClock:
         """(fraction of the whole job done, seconds left; < 0 while unknown)."""
         if stage not in self.stages:  # a stage the plan did not know: it runs now
             self.stages.insert(self._current + 1, stage)
-        self._current = max(self._current, self.stages.index(stage))
+        at = self.stages.index(stage)
+        if at > self._current + 1:  # the stages in between never ran (no model to load)
+            del self.stages[self._current + 1 : at]
+            at = self._current + 1
+        self._current = max(self._current, at)
         before = sum(self._weight(s) for s in self.stages[: self._current])
         done = before + self._weight(stage) * min(1.0, max(0.0, fraction))
         total = sum(self._weight(s) for s in self.stages)
         overall = done / total if total > 0 else 0.0
-        if done <= 0 or elapsed_s <= 0:
+        if elapsed_s <= 0:
             return overall, -1.0
-        return overall, (total - done) * elapsed_s / done
+        # Seconds per unit of weight: what this job has shown, starting from the
+        # benchmark's own pace (1) until some of the work is done, so the first moments
+        # (reading inputs, a stage's first step) do not throw the estimate off.
+        pace = (elapsed_s + _PRIOR_WEIGHT) / (done + _PRIOR_WEIGHT)
+        return overall, (total - done) * pace
