@@ -146,3 +146,22 @@ def test_a_diverging_refinement_falls_back_to_the_hull(monkeypatch):
     result = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options)
     assert result.light is None and result.environment is None
     assert len(result.faces) > 0 and result.texture.shape == (64, 64, 4)
+
+
+def test_the_written_out_adam_steps_like_torchs():
+    from blend123.backend.reconstruction.refine import _Adam
+
+    torch.manual_seed(0)
+    ours_x = torch.randn(50, 3, requires_grad=True)
+    ours_y = torch.randn(24, requires_grad=True)
+    ref_x, ref_y = (t.detach().clone().requires_grad_(True) for t in (ours_x, ours_y))
+    ours = _Adam([{"params": [ours_x], "lr": 0.2}, {"params": [ours_y], "lr": 0.5}])
+    ref = torch.optim.Adam([{"params": [ref_x], "lr": 0.2}, {"params": [ref_y], "lr": 0.5}])
+    for _ in range(50):
+        for x, y, optimiser in ((ours_x, ours_y, ours), (ref_x, ref_y, ref)):
+            loss = (x.sin() ** 2).sum() + (y.cos() * x[:24, 0]).sum()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    assert (ours_x - ref_x).abs().max() < 1e-5 and (ours_y - ref_y).abs().max() < 1e-5
+    assert (ours_x - torch.randn(50, 3)).abs().max() > 0.1  # it moved

@@ -242,7 +242,7 @@ def refine(
     move = options.lr_offsets > 0
     if move:
         groups.append({"params": [offsets], "lr": options.lr_offsets})
-    optimiser = torch.optim.Adam(groups)
+    optimiser = _Adam(groups)
     losses: list[float] = []
     fixed_normals = None if move else vertex_normals_torch(base, faces_t)
     fixed = None
@@ -307,6 +307,38 @@ def refine(
         seen=seen.cpu().numpy(),
         losses=losses,
     )
+
+
+class _Adam:
+    """Adam (Kingma & Ba), as ``torch.optim.Adam`` with its defaults computes it.
+
+    Written out because the first ``torch.optim`` optimiser of a process imports
+    TorchDynamo (about 2 s of a 10 s conversion) for wrappers this loop never uses.
+    """
+
+    def __init__(self, groups: list[dict], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.groups = [(list(group["params"]), float(group["lr"])) for group in groups]
+        self.betas, self.eps, self.steps = betas, eps, 0
+        self.moments = {id(p): (torch.zeros_like(p), torch.zeros_like(p)) for params, _ in self.groups for p in params}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for params, _ in self.groups:
+            for p in params:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        b1, b2 = self.betas
+        first_fix, second_fix = 1.0 - b1**self.steps, 1.0 - b2**self.steps
+        for params, lr in self.groups:
+            for p in params:
+                if p.grad is None:
+                    continue
+                m, v = self.moments[id(p)]
+                m.mul_(b1).add_(p.grad, alpha=1.0 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1.0 - b2)
+                p.addcdiv_(m, (v / second_fix).sqrt_().add_(self.eps), value=-lr / first_fix)
 
 
 def _converged(losses: list[float], options: RefineOptions) -> bool:
