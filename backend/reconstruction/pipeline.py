@@ -15,6 +15,7 @@ Without it the texture is the views' own colour (light baked in) and ``light`` i
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -33,9 +34,11 @@ from .mesh import decimate, drop_coincident_faces, extract_surface, largest_comp
 from .photo import PhotoOptions, photo_carve
 from .refine import RefineOptions, linear_to_srgb, refine, resolve_device, srgb_to_linear
 from .sds import SDSGuide
-from .texture import bake, fill_texture, texel_surface
+from .texture import bake, fill_texture, register_views, texel_surface
 from .transforms import load_transforms, load_transforms_camera
 from .uv import unwrap
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ReconstructionOptions", "ReconstructionResult", "load_transforms", "load_transforms_camera", "reconstruct"]
 
@@ -46,6 +49,11 @@ _MIN_SHADING = 0.15
 #: Parts of the mesh with at least this share of the largest part's faces are kept (a
 #: leg the carving cut loose); smaller ones are floaters from mask noise.
 _KEEP_PART_FRACTION = 0.002
+#: Registration: the rough hull's face budget, and the shift (px) or gain deviation
+#: below which the views are taken as consistent already.
+_REGISTER_FACES = 5_000
+_REGISTERED_SHIFT_PX = 0.3
+_REGISTERED_GAIN = 0.02
 #: The albedo texture is normalised so this percentile of its brightest channel is 1
 #: (the light takes the inverse factor: albedo and light trade a global scale).
 _ALBEDO_PERCENTILE = 99.5
@@ -63,6 +71,7 @@ class ReconstructionOptions:
     uv_padding: int = 4  # texels between charts in the atlas
     max_chart_area_fraction: float = 0.01  # cap on one chart's share of the surface (xatlas speed: 0.02 took 1.6x as long)
     light_model: bool = True  # fit the 24-SG light and de-light the texture
+    register_views: bool = True  # level exposure and register the views on the hull before carving again
     refine_steps: int = 400  # most optimisation steps of the refine stage (it stops once converged)
     refine_samples: int = 8_192  # pixels per step
     refine_faces: int = 5_000  # the light is fitted on the mesh decimated to this many faces
@@ -132,6 +141,7 @@ def reconstruct(
     """
     images, c2w = _check_inputs(images, c2w, camera_angle_x)
     options.validate()
+    images, c2w = _views_with_a_subject(images, c2w, options.alpha_threshold)
     cpu = CpuShare(options.threads)
     try:
         return _reconstruct(images, c2w, camera_angle_x, options, _Stages(progress, cpu), guide)
@@ -164,7 +174,18 @@ def _reconstruct(
 
     with stage("carve"):
         silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
-        grid = carve(silhouettes, options.grid_resolution, lambda f: progress("carve", f))
+        grid = carve(silhouettes, options.grid_resolution, lambda f: progress("carve", f * (0.5 if options.register_views else 1.0)))
+        if options.register_views:
+            # Generated views drift in exposure and disagree by a pixel or two: level and
+            # register them on the hull's rough surface, then carve again from the
+            # registered silhouettes. Views that already agree come back unchanged.
+            rough_v, rough_f = decimate(*extract_surface(grid, options.field_smoothing), _REGISTER_FACES)
+            registered, gains, shifts = register_views(rough_v, rough_f, images, c2w, camera_angle_x)
+            if np.abs(shifts).max() > _REGISTERED_SHIFT_PX or np.abs(gains - 1.0).max() > _REGISTERED_GAIN:
+                log.info("views registered: gains %.3f-%.3f, shifts up to %.2f px", gains.min(), gains.max(), np.abs(shifts).max())
+                images = registered
+                silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
+                grid = carve(silhouettes, options.grid_resolution, lambda f: progress("carve", 0.5 + 0.5 * f))
 
     with stage("photo"):
         if options.photo_carving:
@@ -289,6 +310,17 @@ def _delight(rgb: np.ndarray, normals: np.ndarray, light: SGLight) -> np.ndarray
         albedo /= scale
         light.scale_(scale)
     return linear_to_srgb(albedo).astype(np.float32)
+
+
+def _views_with_a_subject(images: np.ndarray, c2w: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop views whose mask is empty (a generated view that could not be keyed), saying so."""
+    shows = (images[..., 3] > threshold).any(axis=(1, 2))
+    if shows.all():
+        return images, c2w
+    log.warning("views %s show no subject (empty mask): reconstructing from the other %d", np.flatnonzero(~shows).tolist(), int(shows.sum()))
+    if shows.sum() < 2:
+        raise ValueError("fewer than 2 views show the subject: the masks are empty (check the views' alpha or background)")
+    return images[shows], c2w[shows]
 
 
 def _check_inputs(images, c2w, camera_angle_x: float) -> tuple[np.ndarray, np.ndarray]:
