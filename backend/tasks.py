@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from blend123.protocol import settings as S
 from blend123.protocol.camera import CameraIntrinsics, SphericalPose, orbit_relative_azimuths, reference_pose, world_azimuth
 from blend123.protocol.errors import BAD_REQUEST, ProtocolError
 from blend123.protocol.messages import MAX_IMAGE_SIDE, GenerationSettings, Mesh, Message, NovelView, Orbit, Reconstruct, View
@@ -120,7 +121,13 @@ def _reconstruct(request: Reconstruct, ctx: TaskContext) -> None:
         camera = request.camera or CameraIntrinsics.from_fov_x(request.camera_angle_x, w, h)
     # Reconstruction works in square, centred frames: other lenses are resampled into one.
     images, camera_angle_x = square_views(images, camera)
-    options = ReconstructionOptions(texture_size=request.texture_size, max_faces=request.max_faces)
+    options = ReconstructionOptions(
+        texture_size=request.texture_size,
+        max_faces=request.max_faces,
+        # The quick proxy renders one shell exactly: its views agree by construction, and
+        # registering them would only cost time. Anything else may drift and disagree.
+        register_views=not _from_the_proxy(request, ctx),
+    )
     guide = _sds_guide(request, ctx) if request.sds_model else None
     result = reconstruct(images, c2w, camera_angle_x, options, ctx.progress, guide=guide)
     (ctx.folder / "mesh.glb").write_bytes(result.glb)
@@ -138,6 +145,14 @@ def _reconstruct(request: Reconstruct, ctx: TaskContext) -> None:
             light_json=light_json,
         )
     )
+
+
+def _from_the_proxy(request: Reconstruct, ctx: TaskContext) -> bool:
+    if not request.source_job:
+        return False
+    source = ctx.source_request(request.source_job)
+    settings = getattr(source, "settings", None)
+    return settings is not None and (settings.model or S.MODEL.default) == S.MODEL.default
 
 
 def _sds_guide(request: Reconstruct, ctx: TaskContext):
