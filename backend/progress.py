@@ -35,18 +35,18 @@ def sub_progress(progress: ProgressFn, stage: str, start: float, end: float) -> 
 #: 1024 px texture). Only their ratios matter: :class:`StageClock` rescales them by the
 #: speed it observes. A stage missing here counts as one second.
 STAGE_SECONDS: dict[str, float] = {
-    "load model": 1.3,
-    "views": 2.1,
-    "carve": 1.1,
-    "photo": 1.4,
-    "mesh": 0.2,
-    "refine": 2.3,
-    "uv": 1.3,
-    "texture": 3.3,
-    "export": 0.3,
+    "load model": 0.9,
+    "views": 0.8,
+    "carve": 0.45,
+    "photo": 1.0,
+    "mesh": 0.15,
+    "refine": 1.0,
+    "uv": 1.05,
+    "texture": 2.4,
+    "export": 0.2,
 }
 #: How much benchmark work (seconds) the benchmark's pace counts for in a job's pace.
-_PRIOR_WEIGHT = 1.0
+_PRIOR_WEIGHT = 2.0
 #: The stages of each kind of job, in order ("load model" only when a model is needed).
 JOB_STAGES: dict[str, tuple[str, ...]] = {
     "novel_view": ("load model", "views"),
