@@ -71,7 +71,7 @@ class ReconstructionOptions:
     uv_padding: int = 4  # texels between charts in the atlas
     max_chart_area_fraction: float = 0.01  # cap on one chart's share of the surface (xatlas speed: 0.02 took 1.6x as long)
     light_model: bool = True  # fit the 24-SG light and de-light the texture
-    register_views: bool = True  # level exposure and register the views on the hull before carving again
+    register_views: bool = True  # level and register the views (before carving again, and in the bake)
     refine_steps: int = 400  # most optimisation steps of the refine stage (it stops once converged)
     refine_samples: int = 8_192  # pixels per step
     refine_faces: int = 5_000  # the light is fitted on the mesh decimated to this many faces
@@ -265,6 +265,7 @@ def _reconstruct(
             c2w,
             camera_angle_x,
             on_progress=lambda fraction: progress("texture", 0.1 + 0.85 * fraction),
+            align=options.register_views,  # views known to agree need no gain or shift fit
         )
         if painted:
             # Texels no view saw: the SDS-painted albedo, lit as the views would show it,
