@@ -143,22 +143,6 @@ def bake(
     return rgb, weight
 
 
-def view_gains(
-    surface: TexelSurface,
-    mesh_vertices: np.ndarray,
-    mesh_faces: np.ndarray,
-    images: np.ndarray,
-    c2w: np.ndarray,
-    camera_angle_x: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The fitted ``(gains (N, 3), shifts (N, 2) pixels)`` that :func:`bake` levels views by:
-    a view's colour divided by its gain, sampled at its pixel plus its shift, matches the
-    others."""
-    views = _views(mesh_vertices, mesh_faces, images, c2w, camera_angle_x)
-    fit_views(views, surface.positions.astype(np.float32), surface.normals.astype(np.float32))
-    return np.stack([v.gain for v in views]), np.stack([v.shift for v in views])
-
-
 def register_views(
     mesh_vertices: np.ndarray,
     mesh_faces: np.ndarray,

@@ -14,10 +14,14 @@ CHUNK_JSON = 0x4E4F534A
 CHUNK_BIN = 0x004E4942
 
 
-def embedded_images(glb: bytes) -> list[tuple[str, bytes]]:
-    """``[(mime_type, bytes), ...]`` for every image stored in the GLB's binary chunk."""
-    if len(glb) < 20 or glb[:4] != GLB_MAGIC:
-        return []
+def is_glb(data: bytes) -> bool:
+    return len(data) >= 20 and data[:4] == GLB_MAGIC
+
+
+def chunks(glb: bytes) -> tuple[dict | None, bytes]:
+    """The GLB's JSON document (None if it has none, or is no GLB) and its binary chunk."""
+    if not is_glb(glb):
+        return None, b""
     offset, doc, binary = 12, None, b""
     while offset + 8 <= len(glb):
         length, kind = struct.unpack_from("<II", glb, offset)
@@ -27,6 +31,12 @@ def embedded_images(glb: bytes) -> list[tuple[str, bytes]]:
         elif kind == CHUNK_BIN:
             binary = chunk
         offset += 8 + length
+    return doc, binary
+
+
+def embedded_images(glb: bytes) -> list[tuple[str, bytes]]:
+    """``[(mime_type, bytes), ...]`` for every image stored in the GLB's binary chunk."""
+    doc, binary = chunks(glb)
     if not doc:
         return []
     views = doc.get("bufferViews", [])

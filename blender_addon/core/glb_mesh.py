@@ -8,12 +8,11 @@ back to a bottom-left origin.
 
 from __future__ import annotations
 
-import json
 import struct
 
 import numpy as np
 
-from .glb import CHUNK_BIN, CHUNK_JSON, GLB_MAGIC, embedded_images, png_size
+from .glb import chunks, embedded_images, is_glb, png_size
 
 _COMPONENTS = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
@@ -24,17 +23,9 @@ class GLBError(ValueError):
 
 
 def _chunks(glb: bytes) -> tuple[dict, bytes]:
-    if len(glb) < 20 or glb[:4] != GLB_MAGIC:
+    if not is_glb(glb):
         raise GLBError("not a GLB file")
-    offset, doc, binary = 12, None, b""
-    while offset + 8 <= len(glb):
-        length, kind = struct.unpack_from("<II", glb, offset)
-        chunk = glb[offset + 8 : offset + 8 + length]
-        if kind == CHUNK_JSON:
-            doc = json.loads(chunk.decode("utf-8"))
-        elif kind == CHUNK_BIN:
-            binary = chunk
-        offset += 8 + length
+    doc, binary = chunks(glb)
     if doc is None:
         raise GLBError("the GLB has no JSON chunk")
     return doc, binary
