@@ -1,9 +1,9 @@
 """blend123 backend: the server process, view synthesis, reconstruction and the command line."""
 
-from blend123.protocol import __version__
+from .cpu_share import calm_thread_pools
 
-from .cpu_share import prefer_passive_waits
+calm_thread_pools()  # before anything imports numpy or torch: their thread pools read it once
 
-prefer_passive_waits()  # before anything imports torch: OpenMP reads it once
+from blend123.protocol import __version__  # noqa: E402 - after the thread pools are set
 
 __all__ = ["__version__"]

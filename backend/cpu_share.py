@@ -8,10 +8,14 @@ would (measured: 2 threads beside two busy processes took 7x longer than 1 threa
 :class:`CpuShare` sizes torch's pool to the CPUs that others leave idle, re-measured at
 each stage, so a quiet machine still gets every core.
 
-``OMP_WAIT_POLICY=PASSIVE`` makes idle OpenMP threads sleep instead of spinning, so the
-backend's own idle threads do not steal the cores Blender renders on. OpenMP reads it
-once, when torch loads: :func:`prefer_passive_waits` must run before ``import torch``
-(the package's ``__init__`` calls it).
+Idle threads must not spin either, or the backend's own idle threads steal the cores
+Blender renders on: ``OMP_WAIT_POLICY=PASSIVE`` makes OpenMP's sleep, and numpy's and
+scipy's OpenBLAS get no pool at all (``OPENBLAS_NUM_THREADS=1``): its threads spin on
+``sched_yield`` after every call, and the backend's BLAS calls are too small to gain from
+them (measured on ``make demo``'s conversion: 391k ``sched_yield`` calls and 4 s of system
+time, down to 0.9 s). Both libraries read these once, when they load:
+:func:`calm_thread_pools` must run before ``import numpy`` (the package's ``__init__``
+calls it first).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ _FIRST_SAMPLE_S = 0.05
 _MIN_TICKS_S = 0.04
 
 
-def prefer_passive_waits() -> None:
-    """Idle OpenMP threads sleep rather than spin (unless the user chose otherwise)."""
+def calm_thread_pools() -> None:
+    """Idle OpenMP threads sleep rather than spin, and BLAS runs on the calling thread
+    (unless the user chose otherwise)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def usable_cpus() -> int:

