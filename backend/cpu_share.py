@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 #: Below this many idle CPUs torch gets one thread: a second would mostly wait.
 _MIN_FREE_FOR_TWO = 1.5
@@ -130,6 +132,18 @@ class CpuShare:
             self._torch.set_num_threads(threads)
         self.threads = threads
         return threads
+
+    @contextmanager
+    def at_most(self, threads: int) -> Iterator[None]:
+        """At most ``threads`` torch threads inside the block (unless the count is pinned)."""
+        before = self._torch.get_num_threads()
+        if self._pinned <= 0 and before > threads:
+            self._torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if self._torch.get_num_threads() != before:
+                self._torch.set_num_threads(before)
 
     def restore(self) -> None:
         if self._torch.get_num_threads() != self._before:

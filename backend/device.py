@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass
 
 
@@ -21,6 +22,18 @@ def _torch():
     try:
         import torch
     except ImportError:
+        return None
+    return torch
+
+
+def loaded_torch():
+    """torch if it is already imported and initialised, else None; never imports it.
+
+    A warm-up thread may be midway through ``import torch``: the half-made module is not
+    loaded yet (and nothing can have put memory on the GPU through it).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(getattr(torch, "__spec__", None), "_initializing", False):
         return None
     return torch
 

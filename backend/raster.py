@@ -67,73 +67,85 @@ def rasterize_screen(
     xy = np.asarray(xy, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    face_buf = np.full(width * height, -1, dtype=np.int32)
-    depth_buf = np.full(width * height, np.inf, dtype=np.float64)
-    bary_buf = np.zeros((width * height, 3), dtype=np.float32)
+    n_pixels = width * height
+    face_buf = np.full(n_pixels, -1, dtype=np.int32)
+    depth_buf = np.full(n_pixels, np.inf, dtype=np.float64)
+    bary_buf = np.zeros((n_pixels, 3), dtype=np.float32)
 
-    tri = xy[faces]  # (F, 3, 2)
-    tz = z[faces]
-    x0 = np.ceil(tri[:, :, 0].min(1) - 0.5)
-    x1 = np.floor(tri[:, :, 0].max(1) - 0.5)
-    y0 = np.ceil(tri[:, :, 1].min(1) - 0.5)
-    y1 = np.floor(tri[:, :, 1].max(1) - 0.5)
-    area = _cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    usable = np.isfinite(area) & ((area if front_only else np.abs(area)) > 1e-12) & np.isfinite(tz).all(1)
+    # Per-face quantities as contiguous rows (corner, face): a reduction over a triangle's
+    # three corners is then two elementwise minima, not a slow length-3 reduction.
+    cx = np.ascontiguousarray(xy[:, 0])[faces.T]
+    cy = np.ascontiguousarray(xy[:, 1])[faces.T]
+    cz = z[faces.T]
+    (ax, bx, qx), (ay, by, qy) = cx, cy
+    area = (bx - ax) * (qy - ay) - (by - ay) * (qx - ax)
+    usable = np.isfinite(area) & ((area if front_only else np.abs(area)) > 1e-12) & np.isfinite(cz).all(0)
     if perspective:
-        usable &= (tz > _NEAR).all(1)
-    # Clip the pixel bounding boxes to the image; boxes fully outside get a count of 0.
-    x0 = np.where(usable, np.maximum(x0, 0), 0).astype(np.int64)
-    y0 = np.where(usable, np.maximum(y0, 0), 0).astype(np.int64)
-    bw = np.where(usable, np.minimum(x1, width - 1) - x0 + 1, 0).clip(min=0).astype(np.int64)
-    bh = np.where(usable, np.minimum(y1, height - 1) - y0 + 1, 0).clip(min=0).astype(np.int64)
-    counts = bw * bh
-    ids = np.flatnonzero(counts)
+        usable &= (cz > _NEAR).all(0)
+    # Pixel boxes clipped to the image; faces with an empty box drop out.
+    x0 = np.maximum(np.ceil(np.minimum(np.minimum(ax, bx), qx) - 0.5), 0.0)
+    y0 = np.maximum(np.ceil(np.minimum(np.minimum(ay, by), qy) - 0.5), 0.0)
+    bw = np.minimum(np.floor(np.maximum(np.maximum(ax, bx), qx) - 0.5), width - 1) - x0 + 1
+    bh = np.minimum(np.floor(np.maximum(np.maximum(ay, by), qy) - 0.5), height - 1) - y0 + 1
+    ids = np.flatnonzero(usable & (bw > 0) & (bh > 0))
     if ids.size == 0:
         return _fragments(face_buf, depth_buf, bary_buf, width, height)
+    x0, y0 = x0[ids].astype(np.int64), y0[ids].astype(np.int64)
+    bw, bh = bw[ids].astype(np.int64), bh[ids].astype(np.int64)
+    counts = bw * bh
+    ax, bx, qx, ay, by, qy = ax[ids], bx[ids], qx[ids], ay[ids], by[ids], qy[ids]
+    inv_area = 1.0 / area[ids]
+    ox, oy = x0 + 0.5, y0 + 0.5
+    # Edge functions as planes over each box: barycentric k = A dx + B dy + C, with dx, dy
+    # counted in pixels from the box's first pixel centre (small numbers, exact steps).
+    # Rows (9, F), so a candidate's coefficients are gathered as contiguous rows.
+    coef = np.empty((9, len(ids)))
+    for k, (px_, py_, qx_, qy_) in enumerate(((bx, by, qx, qy), (qx, qy, ax, ay), (ax, ay, bx, by))):
+        np.multiply(py_ - qy_, inv_area, out=coef[3 * k])
+        np.multiply(qx_ - px_, inv_area, out=coef[3 * k + 1])
+        np.multiply((px_ - ox) * (qy_ - oy) - (py_ - oy) * (qx_ - ox), inv_area, out=coef[3 * k + 2])
+    tz = cz[:, ids]
+    inv_z = 1.0 / tz if perspective else None
 
     # Split the faces into chunks of about _CHUNK_CANDIDATES candidate pixels each.
-    cum = np.cumsum(counts[ids])
+    cum = np.cumsum(counts)
     bounds = np.searchsorted(cum, np.arange(_CHUNK_CANDIDATES, cum[-1], _CHUNK_CANDIDATES))
     done = 0
-    for chunk in np.split(ids, np.unique(bounds)):
+    for chunk in np.split(np.arange(len(ids)), np.unique(bounds)):
         if chunk.size == 0:
             continue
         on_progress(done / cum[-1])
         c = counts[chunk]
         done += int(c.sum())
-        fid = np.repeat(chunk, c)
+        fid = np.repeat(chunk, c)  # ascending: ties below go to the lowest face id
         off = np.arange(fid.size) - np.repeat(np.cumsum(c) - c, c)
-        px = x0[fid] + off % bw[fid]
-        py = y0[fid] + off // bw[fid]
-        p = np.stack([px + 0.5, py + 0.5], axis=1)
-        a, b, cc = tri[fid, 0], tri[fid, 1], tri[fid, 2]
-        inv_area = 1.0 / area[fid]
-        w0 = _cross(b - p, cc - p) * inv_area
-        w1 = _cross(cc - p, a - p) * inv_area
-        w2 = 1.0 - w0 - w1
+        dy, dx = np.divmod(off, bw[fid])
+        cf = np.take(coef, fid, axis=1)
+        w0 = cf[0] * dx + cf[1] * dy + cf[2]
+        w1 = cf[3] * dx + cf[4] * dy + cf[5]
+        w2 = cf[6] * dx + cf[7] * dy + cf[8]
         eps = -1e-9
-        inside = (w0 >= eps) & (w1 >= eps) & (w2 >= eps)
-        if not inside.any():
+        inside = np.flatnonzero((w0 >= eps) & (w1 >= eps) & (w2 >= eps))
+        if not inside.size:
             continue
-        fid, px, py = fid[inside], px[inside], py[inside]
+        fid = fid[inside]
         w = np.stack([w0[inside], w1[inside], w2[inside]], axis=1)
         if perspective:
-            w = w / tz[fid]
-            inv_depth = w.sum(1)
-            depth = 1.0 / inv_depth
-            w = w * depth[:, None]
+            w *= inv_z[:, fid].T
+            depth = 1.0 / w.sum(1)
+            w *= depth[:, None]
         else:
-            depth = (w * tz[fid]).sum(1)
-        pix = (py * width + px).astype(np.int64)
-        # Nearest candidate per pixel within the chunk, then against the buffer.
-        order = np.lexsort((depth, pix))
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = pix[order[1:]] != pix[order[:-1]]
-        sel = order[first]
-        sel = sel[depth[sel] < depth_buf[pix[sel]]]
-        face_buf[pix[sel]] = fid[sel]
-        depth_buf[pix[sel]] = depth[sel]
-        bary_buf[pix[sel]] = w[sel]
+            depth = (w * tz[:, fid].T).sum(1)
+        pix = (y0[fid] + dy[inside]) * width + x0[fid] + dx[inside]
+        # Nearest candidate per pixel within the chunk (a z-buffer pass), then against the
+        # buffer; a tie (a pixel centre on a shared edge) goes to the first candidate.
+        nearest = np.full(n_pixels, np.inf)
+        np.minimum.at(nearest, pix, depth)
+        win = np.flatnonzero((depth == nearest[pix]) & (depth < depth_buf[pix]))
+        win = win[np.unique(pix[win], return_index=True)[1]]
+        face_buf[pix[win]] = ids[fid[win]]
+        depth_buf[pix[win]] = depth[win]
+        bary_buf[pix[win]] = w[win]
     return _fragments(face_buf, depth_buf, bary_buf, width, height)
 
 
@@ -143,10 +155,6 @@ def rasterize(
     """Rasterise a mesh seen by a camera (NeRF-Blender c2w, horizontal FOV in radians)."""
     xy, depth = project_points(c2w, camera_angle_x, width, height, vertices)
     return rasterize_screen(xy, depth, faces, width, height, perspective=True)
-
-
-def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
 
 
 def _fragments(face: np.ndarray, depth: np.ndarray, bary: np.ndarray, width: int, height: int) -> Fragments:

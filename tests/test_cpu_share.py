@@ -70,3 +70,23 @@ def test_a_schedulers_thread_allowance_caps_the_count(monkeypatch):
         assert share.threads == 1  # a 1-CPU Ray worker stays on one thread, however idle the machine
     finally:
         share.restore()
+
+
+def test_at_most_caps_the_count_inside_the_block_only():
+    share = CpuShare(threads=0)
+    try:
+        torch.set_num_threads(2)
+        with share.at_most(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        share.restore()
+
+
+def test_at_most_leaves_a_pinned_count_alone():
+    share = CpuShare(threads=2)
+    try:
+        with share.at_most(1):
+            assert torch.get_num_threads() == 2  # the user asked for two
+    finally:
+        share.restore()

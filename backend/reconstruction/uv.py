@@ -1,11 +1,25 @@
-"""UV unwrapping with xatlas: charts packed into one square texture with padding."""
+"""UV unwrapping with xatlas: charts packed into one square texture with padding.
+
+xatlas holds Python's GIL for its whole run (a second or so for 50k faces), so no thread
+can work beside it. :class:`UnwrapBeside` runs it in a helper process instead, while the
+stages that do not change the geometry (the light fit) go on beside it on another core.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import xatlas
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,3 +72,77 @@ def unwrap(
 def _area(vertices: np.ndarray, faces: np.ndarray) -> float:
     a, b, c = (np.asarray(vertices, dtype=np.float64)[faces[:, k]] for k in range(3))
     return float(0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1).sum())
+
+
+class UnwrapBeside:
+    """:func:`unwrap` in a helper process, started now and collected by :meth:`result`.
+
+    The helper is a fresh interpreter that imports numpy and xatlas only (not the caller's
+    ``__main__``, as multiprocessing's ``spawn`` would): the mesh goes in and the UVs come
+    back pickled over its stdin and stdout. If it cannot start or dies, the unwrap runs
+    here instead, so the caller always gets its UVs. :meth:`close` stops a helper whose
+    result is no longer wanted (a cancelled job).
+    """
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, *args) -> None:
+        self._call = (np.asarray(vertices, dtype=np.float64), np.asarray(faces), *args)
+        self._process: subprocess.Popen | None = None
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", f"from {__name__} import _unwrap_child; _unwrap_child()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            )
+        except OSError as exc:  # no processes to be had here
+            log.info("unwrapping in this process (no helper process: %s)", exc)
+            return
+        # Fed from a thread: the pipe holds 64 KiB, and the helper reads only once started.
+        threading.Thread(target=self._feed, args=(pickle.dumps(self._call, protocol=5),), name="blend123-unwrap-feed", daemon=True).start()
+
+    @property
+    def pid(self) -> int | None:
+        """The helper's process id while it runs; None when unwrapping here."""
+        return None if self._process is None else self._process.pid
+
+    def _feed(self, data: bytes) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the helper is gone: result() says so
+            self._process.stdin.write(data)
+            self._process.stdin.close()
+
+    def result(self) -> UVMesh:
+        if self._process is not None:
+            try:
+                outcome = pickle.loads(self._process.stdout.read())
+            except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+                outcome = None  # the helper died (killed, out of memory): do it here
+            finally:
+                self.close()
+            if isinstance(outcome, UVMesh):
+                return outcome
+            if isinstance(outcome, Exception):
+                raise outcome
+            log.warning("the unwrap helper process stopped without a result; unwrapping in this process")
+        return unwrap(*self._call)
+
+    def close(self) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait(timeout=5)
+        for pipe in (self._process.stdin, self._process.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
+        self._process = None
+
+
+def _unwrap_child() -> None:
+    """The helper's side of :class:`UnwrapBeside`: one call in on stdin, its outcome out on stdout."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # anything else printed goes to stderr, not into the pickle
+    call = pickle.loads(sys.stdin.buffer.read())
+    try:
+        outcome: object = unwrap(*call)
+    except Exception as exc:  # noqa: BLE001 - raised again in the parent
+        outcome = exc
+    out.write(pickle.dumps(outcome, protocol=5))
+    out.close()

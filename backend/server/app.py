@@ -152,7 +152,10 @@ class Server:
         poller.register(wake, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
-        describe_device()  # import torch now, not while the first client waits for hello
+        # torch loads beside the first job rather than before it: a quick-proxy orbit needs
+        # none, and hello (or the first reconstruction) waits only for what is left of it.
+        warm_up = threading.Thread(target=describe_device, name="blend123-warm-up", daemon=True)
+        warm_up.start()
         next_heartbeat = time.monotonic() + self.config.heartbeat_s
         self._ready.set()
         try:
@@ -175,6 +178,7 @@ class Server:
             self.queue.close()
             self.worker.stop()
             self.worker.join(timeout=10)
+            warm_up.join(timeout=30)  # never leave an import of torch running at exit
             self.models.release()
             self._flush()
             wake.close(0)

@@ -23,6 +23,7 @@ from blend123.protocol.errors import BAD_IMAGE, DISK_FULL, INTERNAL, JOB_FAILED,
 from blend123.protocol.job_phase import JobPhase
 from blend123.protocol.messages import Done, Error, Message, Progress
 
+from ..device import loaded_torch
 from ..images import ImageError
 from ..progress import JobCancelled, StageClock
 from ..synthesis.registry import ResidentModel, free_accelerator_memory
@@ -265,7 +266,5 @@ def _outcome_of(exc: BaseException) -> Outcome:
 
 
 def _cuda():
-    import sys
-
-    torch = sys.modules.get("torch")
+    torch = loaded_torch()
     return torch.cuda if torch is not None and torch.cuda.is_available() else None

@@ -18,6 +18,7 @@ from blend123.protocol.camera import CameraIntrinsics, NativeCamera, SphericalPo
 from blend123.protocol.errors import BAD_REQUEST, MODEL_UNAVAILABLE, UNKNOWN_MODEL, ProtocolError
 from blend123.protocol.messages import ModelInfo
 
+from ..device import loaded_torch
 from ..progress import ProgressFn, no_progress
 
 
@@ -228,9 +229,7 @@ class ResidentModel:
     def release_if_memory_short(self, needed_bytes: int = 8 << 30) -> bool:
         """Unload the resident model when the GPU has less than ``needed_bytes`` free (call
         before reconstruction); True when it did. No GPU: nothing to do."""
-        import sys
-
-        torch = sys.modules.get("torch")
+        torch = loaded_torch()
         if torch is None or not torch.cuda.is_available() or self._model is None:
             return False
         free, _ = torch.cuda.mem_get_info()
@@ -242,8 +241,6 @@ class ResidentModel:
 
 
 def free_accelerator_memory() -> None:
-    import sys
-
-    torch = sys.modules.get("torch")  # never import torch just to free nothing
+    torch = loaded_torch()  # never import torch just to free nothing
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -1,0 +1,75 @@
+"""The UV unwrap in a helper process: the same UVs as in-process, and always UVs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import trimesh
+
+from blend123.backend.reconstruction import uv
+from blend123.backend.reconstruction.uv import UnwrapBeside, unwrap
+
+
+def _mesh(subdivisions: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions)
+    return np.asarray(sphere.vertices), np.asarray(sphere.faces)
+
+
+def _same(a: uv.UVMesh, b: uv.UVMesh) -> None:
+    for name in ("vertices", "faces", "uvs", "source"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_the_helper_returns_exactly_what_unwrap_returns():
+    vertices, faces = _mesh()
+    beside = UnwrapBeside(vertices, faces, 256, 4, 0.01)
+    assert beside.pid is not None and beside.pid != os.getpid()  # really another process
+    _same(beside.result(), unwrap(vertices, faces, 256, 4, 0.01))
+    assert beside.pid is None  # collected and gone
+
+
+def test_a_killed_helper_still_gives_uvs():
+    vertices, faces = _mesh()
+    beside = UnwrapBeside(vertices, faces, 256, 4, 0.01)
+    os.kill(beside.pid, signal.SIGKILL)
+    _same(beside.result(), unwrap(vertices, faces, 256, 4, 0.01))
+
+
+def test_no_helper_process_to_be_had_unwraps_here(monkeypatch):
+    monkeypatch.setattr(sys, "executable", os.path.join(os.sep, "no", "such", "python"))
+    vertices, faces = _mesh(2)
+    beside = UnwrapBeside(vertices, faces, 128, 2, 0.0)
+    assert beside.pid is None
+    _same(beside.result(), unwrap(vertices, faces, 128, 2, 0.0))
+
+
+def test_close_stops_a_running_helper():
+    vertices, faces = _mesh(6)  # 80k faces: seconds of work
+    beside = UnwrapBeside(vertices, faces, 1024, 4, 0.01)
+    pid = beside.pid
+    time.sleep(0.2)
+    beside.close()
+    assert beside.pid is None
+    with pytest.raises(ProcessLookupError):  # reaped: nothing left of it
+        os.kill(pid, 0)
+
+
+def test_the_helper_does_not_run_the_callers_main_module(tmp_path):
+    # A script without a __main__ guard must not run twice (multiprocessing's spawn would).
+    script = tmp_path / "unguarded.py"
+    marker = tmp_path / "runs.txt"
+    script.write_text(
+        "import trimesh\n"
+        "from blend123.backend.reconstruction.uv import UnwrapBeside\n"
+        f"open({str(marker)!r}, 'a').write('run\\n')\n"
+        "s = trimesh.creation.icosphere(subdivisions=2)\n"
+        "UnwrapBeside(s.vertices, s.faces, 128, 2, 0.0).result()\n"
+    )
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120)
+    assert marker.read_text() == "run\n"
