@@ -42,16 +42,6 @@ def fibonacci_axes(count: int = LOBES) -> np.ndarray:
     return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
 
 
-def sg_inner(
-    axis1: torch.Tensor, sharp1: torch.Tensor, amp1: torch.Tensor, axis2: torch.Tensor, sharp2: torch.Tensor, amp2
-) -> torch.Tensor:
-    """Closed-form integral over the sphere of the product of two SGs (broadcasting)."""
-    d = torch.linalg.vector_norm(sharp1[..., None] * axis1 + sharp2[..., None] * axis2, dim=-1).clamp_min(1e-6)
-    # exp(d - s1 - s2) * (1 - exp(-2d)) rewritten as a difference of exponentials of
-    # non-positive numbers (d <= s1 + s2), so nothing overflows for sharp lobes.
-    return 2.0 * math.pi * amp1 * amp2 * (torch.exp(d - sharp1 - sharp2) - torch.exp(-d - sharp1 - sharp2)) / d
-
-
 class SGLight(torch.nn.Module):
     """24 fixed-axis SGs, one shared sharpness, softplus amplitudes (white light)."""
 
@@ -77,9 +67,16 @@ class SGLight(torch.nn.Module):
         Axes and sharpness are fixed, so the irradiance is linear in the amplitudes: with
         fixed normals the basis is computed once and a light fit is a matrix product.
         """
-        n = normals[..., None, :]  # (..., 1, 3) against the (K, 3) axes
-        cos_s = torch.tensor(COSINE_SHARPNESS, dtype=normals.dtype, device=normals.device)
-        return sg_inner(self.axes, self.sharpness, torch.ones((), dtype=normals.dtype, device=normals.device), n, cos_s, COSINE_AMPLITUDE)
+        # sg_inner's |s1 mu + s2 n| from the dot products (the axes are unit): one (..., K)
+        # matrix product instead of a (..., K, 3) sum, exact for normals of any length.
+        s1, s2 = self.sharpness.to(normals.dtype), COSINE_SHARPNESS
+        cos = normals @ self.axes.to(normals.dtype).T
+        n2 = (normals * normals).sum(-1, keepdim=True)
+        d = torch.sqrt((s1 * s1 + s2 * s2 * n2 + 2.0 * s1 * s2 * cos).clamp_min(1e-12)).clamp_min(1e-6)
+        # exp(d - s1 - s2) - exp(-d - s1 - s2) with one exponential: d <= s1 + s2 (about 8),
+        # so exp(d) stays far from overflow.
+        grow = torch.exp(d)
+        return (2.0 * math.pi * COSINE_AMPLITUDE) * torch.exp(-(s1 + s2)) * (grow - 1.0 / grow) / d
 
     def shading(self, normals: torch.Tensor) -> torch.Tensor:
         """Lambertian outgoing radiance per unit albedo: E(n) / pi."""

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from blend123.protocol.camera import focal_px
@@ -95,10 +97,15 @@ def texel_surface(
     xy = np.stack([uvs[:, 0] * size, (1.0 - uvs[:, 1]) * size], axis=1)
     frags = rasterize_screen(xy, np.zeros(len(uvs)), faces, size, size, perspective=False, on_progress=on_progress)
     rows, cols = np.nonzero(frags.covered)
-    n = frags.interpolate(normals, faces)
+    # One interpolation of every per-vertex quantity: the corner lookups are the cost.
+    columns = [np.asarray(vertices, np.float64), np.asarray(normals, np.float64)]
+    if vertex_values is not None:
+        columns.append(np.asarray(vertex_values, np.float64).reshape(len(vertices), -1))
+    both = frags.interpolate(np.concatenate(columns, axis=1), faces)
+    positions, n = both[:, :3], both[:, 3:6]
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    values = None if vertex_values is None else frags.interpolate(vertex_values, faces)
-    return TexelSurface(rows, cols, frags.interpolate(vertices, faces), n, values)
+    values = None if vertex_values is None else both[:, 6:].reshape((len(both),) + np.shape(vertex_values)[1:])
+    return TexelSurface(rows, cols, positions, n, values)
 
 
 def bake(
@@ -132,10 +139,11 @@ def bake(
     chunks = max(1, -(-m // _CHUNK_TEXELS))
     for c, chunk in enumerate(range(0, m, _CHUNK_TEXELS)):
         part = slice(chunk, chunk + _CHUNK_TEXELS)
-        n_dot_p = np.einsum("ij,ij->i", normals[part], positions[part])
+        p, n = np.ascontiguousarray(positions[part].T), np.ascontiguousarray(normals[part].T)
+        n_dot_p = (n * p).sum(0)
         projections = []
         for i, view in enumerate(views):  # progress after every view: cancellation is prompt
-            projections.append(view.project(positions[part], normals[part], n_dot_p))
+            projections.append(view.project(p, n, n_dot_p))
             on_progress(0.2 + 0.8 * (c + 0.9 * (i + 1) / len(views)) / chunks)
         samples = _Samples.gather(views, projections, len(positions[part]))
         rgb[part], weight[part] = samples.fuse()
@@ -191,7 +199,8 @@ def fit_views(views: list["_View"], positions: np.ndarray, normals: np.ndarray, 
         return
     rng = np.random.default_rng(0)
     pick = rng.choice(len(positions), size=min(_FIT_TEXELS, len(positions)), replace=False)
-    projections = [view.project(positions[pick], normals[pick]) for view in views]
+    p, n = np.ascontiguousarray(positions[pick].T), np.ascontiguousarray(normals[pick].T)
+    projections = [view.project(p, n) for view in views]
     for round_ in range(rounds):
         before = np.concatenate([np.stack([v.gain for v in views]), np.stack([v.shift for v in views])], axis=1)
         samples = _Samples.gather(views, projections, len(pick))
@@ -251,24 +260,30 @@ class _View:
         self.shift = np.zeros(2, dtype=np.float32) if self.shift is None else self.shift
 
     def project(self, positions: np.ndarray, normals: np.ndarray, n_dot_p: np.ndarray | None = None) -> _Projection:
-        """The points this view sees: in frame, facing it, not occluded. ``n_dot_p`` (normals
-        . positions), when given, saves recomputing it for every view."""
+        """The points this view sees: in frame, facing it, not occluded.
+
+        ``positions`` and ``normals`` are (3, K) float32 columns (x, y, z rows): every step
+        below is then an elementwise pass over contiguous rows, where (K, 3) rows would
+        need a slow gather of three floats per point. ``n_dot_p`` (normals . positions),
+        when given, saves recomputing it for every view.
+        """
         height, width = self.depth.shape
         centre = self.c2w[:3, 3].astype(np.float32)
         if n_dot_p is None:
-            n_dot_p = np.einsum("ij,ij->i", normals, positions)
+            n_dot_p = (normals * positions).sum(0)
         # n . (centre - p) > 0 first: a cheap cull of the half that faces away.
-        front = np.flatnonzero(normals @ centre - n_dot_p > 0.0)
-        to_camera = centre - positions[front]
-        distance = np.maximum(np.sqrt(np.einsum("ij,ij->i", to_camera, to_camera)), 1e-12)
-        cosine = np.einsum("ij,ij->i", normals[front], to_camera) / distance
+        front = np.flatnonzero(centre @ normals - n_dot_p > 0.0)
+        p = np.take(positions, front, axis=1)
+        to_camera = centre[:, None] - p
+        distance = np.maximum(np.sqrt((to_camera * to_camera).sum(0)), 1e-12)
+        cosine = (np.take(normals, front, axis=1) * to_camera).sum(0) / distance
         keep = np.flatnonzero(cosine > _MIN_COSINE)
         facing = front[keep]
         cosine, distance = cosine[keep], distance[keep]
-        pix, depth = self._project_points(positions[facing])
-        col = np.clip(np.floor(pix[:, 0]).astype(np.int64), 0, width - 1)
-        row = np.clip(np.floor(pix[:, 1]).astype(np.int64), 0, height - 1)
-        in_frame = (pix[:, 0] >= 0) & (pix[:, 0] < width) & (pix[:, 1] >= 0) & (pix[:, 1] < height) & (depth > 0)
+        x, y, depth = self._project_points(np.take(p, keep, axis=1))
+        in_frame = (x >= 0) & (x < width) & (y >= 0) & (y < height) & (depth > 0)
+        col = np.clip(np.floor(x).astype(np.int64), 0, width - 1)
+        row = np.clip(np.floor(y).astype(np.int64), 0, height - 1)
         # Depth slack: the surface point and the pixel centre differ by up to about a
         # pixel footprint times the slope, which grows as the surface turns away.
         footprint = np.abs(depth) / focal_px(self.camera_angle_x, width)
@@ -276,20 +291,21 @@ class _View:
         visible = np.flatnonzero(in_frame & (depth <= self.depth[row, col] + footprint * (1.5 + 2.0 * slope)))
         cos = cosine[visible].astype(np.float32)
         resolution = (cos / distance[visible]).astype(np.float32)
-        return _Projection(facing[visible], pix[visible].astype(np.float32), resolution, cos)
+        pixels = np.stack([x[visible], y[visible]], axis=1).astype(np.float32)
+        return _Projection(facing[visible], pixels, resolution, cos)
 
-    def _project_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`~blend123.protocol.camera.project_points`, with this view's inverse kept."""
+    def _project_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`~blend123.protocol.camera.project_points` of (3, K) columns: ``x, y, depth``."""
         if self._w2c is None:
             self._w2c = np.linalg.inv(np.asarray(self.c2w, dtype=np.float64))
         height, width = self.depth.shape
-        cam = points @ self._w2c[:3, :3].T.astype(np.float32) + self._w2c[:3, 3].astype(np.float32)
-        depth = -cam[:, 2]
+        cam = self._w2c[:3, :3].astype(np.float32) @ points + self._w2c[:3, 3, None].astype(np.float32)
+        depth = -cam[2]
         f = focal_px(self.camera_angle_x, width)
         with np.errstate(divide="ignore", invalid="ignore"):
-            x = 0.5 * width + f * cam[:, 0] / depth
-            y = 0.5 * height - f * cam[:, 1] / depth
-        return np.stack([x, y], axis=1), depth
+            x = 0.5 * width + f * cam[0] / depth
+            y = 0.5 * height - f * cam[1] / depth
+        return x, y, depth
 
     def sample(self, projection: _Projection, gradients: bool = False):
         """``(straight rgb (K, 3), weight (K,), coverage (K,), d rgb / d pixel (K, 3, 2) or None)``
@@ -481,16 +497,14 @@ def _premultiplied(image: np.ndarray) -> np.ndarray:
 
 
 def _sample_bilinear(image: np.ndarray, pix: np.ndarray) -> np.ndarray:
-    """Bilinear sample (M, C) of an (H, W, C) image at pixel coordinates (x right, y down)."""
+    """Bilinear sample (M, C) of an (H, W, C) float32 image at pixel coordinates (x right,
+    y down, centres at +0.5), clamped at the border.
+
+    torch's ``grid_sample`` does it in one pass over the points, reading the image in place
+    (about 8x numpy's four gathers and blends).
+    """
     h, w = image.shape[:2]
-    x = np.clip(pix[:, 0] - 0.5, 0, w - 1).astype(np.float32)
-    y = np.clip(pix[:, 1] - 0.5, 0, h - 1).astype(np.float32)
-    x0 = np.minimum(x.astype(np.int64), w - 2)
-    y0 = np.minimum(y.astype(np.int64), h - 2)
-    fx = (x - x0)[:, None]
-    fy = (y - y0)[:, None]
-    flat = image.reshape(h * w, -1)
-    i = y0 * w + x0
-    top = np.take(flat, i, axis=0) * (1 - fx) + np.take(flat, i + 1, axis=0) * fx
-    bottom = np.take(flat, i + w, axis=0) * (1 - fx) + np.take(flat, i + w + 1, axis=0) * fx
-    return top * (1 - fy) + bottom * fy
+    chw = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    grid = torch.from_numpy(np.ascontiguousarray(pix, dtype=np.float32)) * torch.tensor([2.0 / w, 2.0 / h]) - 1.0
+    out = F.grid_sample(chw, grid.view(1, 1, -1, 2), mode="bilinear", padding_mode="border", align_corners=False)
+    return out.view(chw.shape[1], -1).T.numpy()
