@@ -13,6 +13,7 @@ from .recon_fixtures import scene
 from blend123.backend.progress import JobCancelled
 from benchmarks.quality import synthetic
 from blend123.backend.reconstruction.carve import HullGrid, Silhouettes, carve
+from blend123.backend.reconstruction import photo
 from blend123.backend.reconstruction.photo import PhotoOptions, photo_carve
 
 SIZE = 128
@@ -122,3 +123,28 @@ def test_views_without_neighbours_carve_nothing():
     result = photo_carve(hull, images[pair], c2w[pair], angle, PhotoOptions(max_angle_deg=30.0))
     np.testing.assert_array_equal(result.grid.field, hull.field)
     assert all(np.isnan(d).all() for d in result.depth)
+
+
+def test_views_walked_side_by_side_give_the_same_carving():
+    images, c2w, angle = cup_views()
+    one = photo_carve(cup_hull(), images, c2w, angle, workers=1)
+    two = photo_carve(cup_hull(), images, c2w, angle, workers=2)
+    np.testing.assert_array_equal(one.free, two.free)
+    np.testing.assert_array_equal(one.grid.field, two.grid.field)
+    for a, b in zip(one.depth, two.depth):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cancel_with_views_side_by_side_starts_no_more_views(monkeypatch):
+    images, c2w, angle = cup_views()
+    started: list[int] = []
+    neighbours = photo._neighbours
+    monkeypatch.setattr(photo, "_neighbours", lambda c2w, i, *a: started.append(i) or neighbours(c2w, i, *a))
+
+    def cancel(fraction: float) -> None:
+        raise JobCancelled()
+
+    with pytest.raises(JobCancelled):
+        photo_carve(cup_hull(), images, c2w, angle, on_progress=cancel, workers=2)
+    # The first view's progress cancels: the two running may finish, no other starts.
+    assert 1 <= len(started) <= 4 < len(images), started

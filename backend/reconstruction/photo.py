@@ -28,6 +28,7 @@ Runs with torch on the CPU or CUDA.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -78,11 +79,16 @@ def photo_carve(
     options: PhotoOptions = PhotoOptions(),
     device: torch.device | str = "cpu",
     on_progress: Callable[[float], None] = lambda fraction: None,
+    workers: int = 1,
 ) -> PhotoResult:
     """Carve out of ``hull`` the space the views' colours show to be empty.
 
     ``images`` (N, H, W, 4) uint8 RGBA with alpha as the subject mask, ``c2w`` (N, 4, 4).
     ``on_progress`` gets the fraction done after each view; it may raise to cancel.
+    ``workers`` > 1 walks that many views at once on the CPU, in threads (torch releases
+    the GIL inside its operations): for small operations that beats splitting each one
+    over threads. The votes are summed in view order either way, so the result does not
+    depend on it.
     """
     device = torch.device(device)
     count, height, width = images.shape[:3]
@@ -96,29 +102,43 @@ def photo_carve(
     w2c = torch.as_tensor(np.linalg.inv(c2w), dtype=torch.float32, device=device)
     focal = focal_px(camera_angle_x, width)
     votes = _Votes.on(hull_t, options.vote_stride)
-    depths = []
-    for i in range(count):
+
+    def walk_view(i: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """View ``i``'s surface depths and its own free and surface votes."""
         neighbours = _neighbours(c2w, i, options.neighbours, options.max_angle_deg)
         pick = np.zeros((height, width), dtype=bool)
         stride = options.ray_stride or max(1, round(width / 128))
         pick[::stride, ::stride] = images[i, ::stride, ::stride, 3] > options.alpha_threshold
         depth = np.full((height, width), np.nan, dtype=np.float32)
+        view_free, view_surface = torch.zeros_like(votes.free), torch.zeros_like(votes.surface)
         if pick.any() and neighbours:
             o, d = pixel_rays(c2w[i], camera_angle_x, width, height)
             view = _View(colours[i], colours[neighbours], w2c[neighbours], c2w[i], focal, options.patch_radius, options.matches)
             pixels = np.argwhere(pick)
             found = []
-            view_free = torch.zeros_like(votes.free)
             for start in range(0, len(pixels), _RAY_CHUNK):
                 yx = pixels[start : start + _RAY_CHUNK]
                 rays_o = torch.as_tensor(o[yx[:, 0], yx[:, 1]], dtype=torch.float32, device=device)
                 rays_d = torch.as_tensor(d[yx[:, 0], yx[:, 1]], dtype=torch.float32, device=device)
-                found.append(_walk(view, hull_t, torch.as_tensor(yx, device=device), rays_o, rays_d, options, votes, view_free))
+                found.append(_walk(view, hull_t, torch.as_tensor(yx, device=device), rays_o, rays_d, options, votes, view_free, view_surface))
             depth[pick] = torch.cat(found).cpu().numpy()
-            votes.free += view_free
-            votes.views += (view_free > 0).to(votes.views.dtype)
-        depths.append(depth)
-        on_progress((i + 1) / count)
+        return depth, view_free, view_surface
+
+    depths = []
+    with ThreadPoolExecutor(max(1, workers) if device.type == "cpu" else 1, thread_name_prefix="blend123-photo") as pool:
+        futures = [pool.submit(walk_view, i) for i in range(count)]
+        try:
+            for i, future in enumerate(futures):  # summed in view order
+                depth, view_free, view_surface = future.result()
+                votes.free += view_free
+                votes.surface += view_surface
+                votes.views += (view_free > 0).to(votes.views.dtype)
+                depths.append(depth)
+                on_progress((i + 1) / count)
+        except BaseException:  # cancelled (or failed): views not started yet never start
+            for future in futures:
+                future.cancel()
+            raise
     free = votes.decide(options)
     field_np = _carved_field(hull, free, options.vote_stride, options.margin_voxels)
     return PhotoResult(HullGrid(hull.origin, hull.spacing, field_np), free, depths)
@@ -181,6 +201,7 @@ def _walk(
     options: PhotoOptions,
     votes: _Votes,
     view_free: torch.Tensor,
+    view_surface: torch.Tensor,
 ) -> torch.Tensor:
     """Walk a batch of one view's rays; vote; return each ray's surface distance (NaN: none).
 
@@ -205,7 +226,7 @@ def _walk(
     step = torch.arange(t.shape[1], device=t.device)[None]
     # Free: inside the hull and in front of the surface found along the ray.
     votes.add(view_free, points[inside & hit[:, None] & (step < surface[:, None])])
-    votes.add(votes.surface, points[hit[:, None] & (step == surface[:, None])])
+    votes.add(view_surface, points[hit[:, None] & (step == surface[:, None])])
     return torch.where(hit, t.gather(1, surface.clamp(min=0)[:, None])[:, 0], torch.nan)
 
 

@@ -43,6 +43,7 @@ class ProxyViewSynthesizer:
     name = "default"
     description = "quick proxy (geometric, not diffusion)"
     card: ModelCard = CARDS["default"]
+    holds_tensors = False  # numpy only: releasing it needs no garbage-collection pass
 
     def __init__(self) -> None:
         self._cache: OrderedDict[tuple[str, int], ProxySurface] = OrderedDict()
