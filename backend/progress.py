@@ -31,19 +31,20 @@ def sub_progress(progress: ProgressFn, stage: str, start: float, end: float) -> 
 
 
 #: Seconds each stage takes in a run of ``make demo``'s conversion on a quiet 2-core CPU
-#: (``python benchmarks/bench_busy.py``; the proxy's 21 views at 256 px, 50k faces, a
-#: 1024 px texture). Only their ratios matter: :class:`StageClock` rescales them by the
+#: (``python benchmarks/bench_busy.py``, medians of two runs of three through a fresh
+#: backend; the proxy's 21 views at 256 px, 50k faces, a 1024 px texture). Only their ratios matter: :class:`StageClock` rescales them by the
 #: speed it observes. A stage missing here counts as one second.
 STAGE_SECONDS: dict[str, float] = {
-    "load model": 0.9,
-    "views": 0.8,
-    "carve": 0.45,
-    "photo": 1.0,
-    "mesh": 0.15,
-    "refine": 1.0,
-    "uv": 1.05,
-    "texture": 2.4,
-    "export": 0.2,
+    "load model": 0.4,
+    "views": 0.9,
+    "carve": 0.75,
+    "photo": 1.5,
+    "mesh": 0.27,
+    "refine": 1.6,
+    # Made beside the light fit where a core is free (~0.05 s), inline on a busy machine (~1 s).
+    "uv": 0.3,
+    "texture": 2.5,
+    "export": 0.45,
 }
 #: How much benchmark work (seconds) the benchmark's pace counts for in a job's pace.
 _PRIOR_WEIGHT = 2.0

@@ -16,9 +16,9 @@ from . import settings
 from .messages import Progress
 
 #: The orbit's share of a Make Mesh job: the built-in proxy's orbit (model build and 21
-#: views) takes about a fifth of the whole (``benchmarks/bench_busy.py``); a diffusion
+#: views) takes about a sixth of the whole (``benchmarks/bench_busy.py``); a diffusion
 #: model's orbit takes most of the time (``benchmarks/bench_diffusion.py``: 21 denoised views).
-PROXY_ORBIT_SHARE = 0.2
+PROXY_ORBIT_SHARE = 0.15
 DIFFUSION_ORBIT_SHARE = 0.8
 
 
