@@ -165,3 +165,15 @@ def test_the_written_out_adam_steps_like_torchs():
             optimiser.step()
     assert (ours_x - ref_x).abs().max() < 1e-5 and (ours_y - ref_y).abs().max() < 1e-5
     assert (ours_x - torch.randn(50, 3)).abs().max() > 0.1  # it moved
+
+
+def test_progress_runs_against_the_steps_a_fit_usually_takes():
+    from blend123.backend.reconstruction.refine import _USUAL_STEPS, _progress
+
+    early = RefineOptions(steps=400, stop_tolerance=1e-3)  # stops once converged: usually well before 400
+    assert _progress(_USUAL_STEPS // 2, early) == pytest.approx(0.5)
+    assert _progress(390, early) == 0.99  # ran long: held short of done until it ends
+    fixed = RefineOptions(steps=400, stop_tolerance=0.0)  # runs every step
+    assert _progress(200, fixed) == pytest.approx(0.5)
+    short = RefineOptions(steps=50, stop_tolerance=1e-3)
+    assert _progress(25, short) == pytest.approx(0.5)
