@@ -73,3 +73,29 @@ def test_the_helper_does_not_run_the_callers_main_module(tmp_path):
     )
     subprocess.run([sys.executable, str(script)], check=True, timeout=120)
     assert marker.read_text() == "run\n"
+
+
+def test_a_reconstruction_cancelled_during_the_fit_leaves_no_helper(monkeypatch):
+    import dataclasses
+
+    import psutil
+
+    from blend123.backend.progress import JobCancelled
+    from blend123.backend.reconstruction import pipeline
+
+    from .recon_fixtures import LIT_OPTIONS, lit_scene
+
+    monkeypatch.setattr(pipeline, "_UNWRAP_BESIDE_FACES", 0)  # the small test mesh too
+    helpers: list[int] = []
+
+    def progress(stage: str, fraction: float) -> None:
+        if stage == "refine" and fraction > 0.1:
+            helpers.extend(child.pid for child in psutil.Process().children())
+            raise JobCancelled()
+
+    s = lit_scene()
+    options = dataclasses.replace(LIT_OPTIONS, threads=2)  # two CPUs: the unwrap goes beside the fit
+    with pytest.raises(JobCancelled):
+        pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options, progress)
+    assert helpers, "the unwrap did not run in a helper process"
+    assert not [pid for pid in helpers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
