@@ -39,6 +39,16 @@ class TaskContext:
     source_request: Callable[[str], Message]
 
 
+def warm_up() -> None:
+    """Import what jobs need but a quick-proxy orbit does not (torch, then the
+    reconstruction with scipy and xatlas: 2 s or so), so a backend does it while idle or
+    beside its first orbit, not while a Make Mesh waits."""
+    from .device import describe_device
+
+    describe_device()
+    from .reconstruction import pipeline  # noqa: F401 - imported for its side effect
+
+
 def run_task(request: Message, ctx: TaskContext) -> None:
     if isinstance(request, NovelView):
         poses = [(float(e), float(a), float(r) if r > 0 else request.settings.radius) for e, a, r in request.poses]

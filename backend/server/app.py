@@ -53,6 +53,7 @@ from blend123.protocol.version import PROTOCOL_VERSION, __version__
 
 from ..device import describe_device
 from ..synthesis.registry import ResidentModel, check_model, model_infos
+from ..tasks import warm_up as warm_up_imports
 from .config import ServerConfig
 from .jobs import Job, JobQueue
 from .jobstore import JobStore, is_disk_full, is_job_id
@@ -152,9 +153,10 @@ class Server:
         poller.register(wake, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
-        # torch loads beside the first job rather than before it: a quick-proxy orbit needs
-        # none, and hello (or the first reconstruction) waits only for what is left of it.
-        warm_up = threading.Thread(target=describe_device, name="blend123-warm-up", daemon=True)
+        # torch and the reconstruction load beside the first job rather than before it: a
+        # quick-proxy orbit needs neither, and hello (or the first reconstruction) waits
+        # only for what is left of the import.
+        warm_up = threading.Thread(target=warm_up_imports, name="blend123-warm-up", daemon=True)
         warm_up.start()
         next_heartbeat = time.monotonic() + self.config.heartbeat_s
         self._ready.set()
