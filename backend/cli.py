@@ -333,9 +333,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if exc.errno == errno.EADDRINUSE:
             raise CommandError(f"{args.bind} is already in use (another blend123 serve, or another program)", "stop that process, or serve on another port: --bind tcp://127.0.0.1:5124") from None
         raise CommandError(f"cannot serve on {args.bind!r}: {exc}", "give an endpoint like tcp://127.0.0.1:5123 (tcp://[::1]:5123 for IPv6)") from None
-    from .device import describe_device
+    from .tasks import warm_up
 
-    describe_device()  # load torch before saying "serving": the first request is then answered at once
+    warm_up()  # torch and the reconstruction loaded before saying "serving": requests are answered at once
     auth = "CURVE authentication on" if args.curve_secret else "loopback only, no authentication"
     print(f"blend123 {__version__} serving on {endpoint} ({auth}); jobs in {config.jobs_dir}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
