@@ -108,6 +108,7 @@ def rasterize_screen(
     inv_z = 1.0 / tz if perspective else None
 
     # Split the faces into chunks of about _CHUNK_CANDIDATES candidate pixels each.
+    nearest = np.full(n_pixels, np.inf)  # per-chunk z-buffer, allocated once
     cum = np.cumsum(counts)
     bounds = np.searchsorted(cum, np.arange(_CHUNK_CANDIDATES, cum[-1], _CHUNK_CANDIDATES))
     done = 0
@@ -139,9 +140,9 @@ def rasterize_screen(
         pix = (y0[fid] + dy[inside]) * width + x0[fid] + dx[inside]
         # Nearest candidate per pixel within the chunk (a z-buffer pass), then against the
         # buffer; a tie (a pixel centre on a shared edge) goes to the first candidate.
-        nearest = np.full(n_pixels, np.inf)
         np.minimum.at(nearest, pix, depth)
         win = np.flatnonzero((depth == nearest[pix]) & (depth < depth_buf[pix]))
+        nearest[pix] = np.inf  # reset only what this chunk touched, for the next
         win = win[np.unique(pix[win], return_index=True)[1]]
         face_buf[pix[win]] = ids[fid[win]]
         depth_buf[pix[win]] = depth[win]

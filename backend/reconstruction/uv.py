@@ -96,17 +96,13 @@ class UnwrapBeside:
             log.info("unwrapping in this process (no helper process: %s)", exc)
             return
         # Fed from a thread: the pipe holds 64 KiB, and the helper reads only once started.
-        threading.Thread(target=self._feed, args=(pickle.dumps(self._call, protocol=5),), name="blend123-unwrap-feed", daemon=True).start()
+        data = pickle.dumps(self._call, protocol=5)
+        threading.Thread(target=_feed, args=(self._process.stdin, data), name="blend123-unwrap-feed", daemon=True).start()
 
     @property
     def pid(self) -> int | None:
         """The helper's process id while it runs; None when unwrapping here."""
         return None if self._process is None else self._process.pid
-
-    def _feed(self, data: bytes) -> None:
-        with contextlib.suppress(OSError, ValueError):  # the helper is gone: result() says so
-            self._process.stdin.write(data)
-            self._process.stdin.close()
 
     def result(self) -> UVMesh:
         if self._process is not None:
@@ -133,6 +129,13 @@ class UnwrapBeside:
             with contextlib.suppress(OSError):
                 pipe.close()
         self._process = None
+
+
+def _feed(pipe, data: bytes) -> None:
+    """Write the call to the helper (the pipe itself: ``close`` may drop the process meanwhile)."""
+    with contextlib.suppress(OSError, ValueError):  # the helper is gone: result() says so
+        pipe.write(data)
+        pipe.close()
 
 
 def _unwrap_child() -> None:
