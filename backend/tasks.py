@@ -162,7 +162,7 @@ def _from_the_proxy(request: Reconstruct, ctx: TaskContext) -> bool:
         return False
     source = ctx.source_request(request.source_job)
     settings = getattr(source, "settings", None)
-    return settings is not None and (settings.model or S.MODEL.default) == S.MODEL.default
+    return settings is not None and S.is_quick_proxy(settings.model)
 
 
 def _sds_guide(request: Reconstruct, ctx: TaskContext):

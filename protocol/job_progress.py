@@ -23,7 +23,7 @@ DIFFUSION_ORBIT_SHARE = 0.8
 
 
 def orbit_share(model: str) -> float:
-    return PROXY_ORBIT_SHARE if (model or settings.MODEL.default) == settings.MODEL.default else DIFFUSION_ORBIT_SHARE
+    return PROXY_ORBIT_SHARE if settings.is_quick_proxy(model) else DIFFUSION_ORBIT_SHARE
 
 
 class ChainProgress:

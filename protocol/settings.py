@@ -99,3 +99,8 @@ ALL: dict[str, Setting] = {
         TEXTURE_SIZE, MAX_FACES, SHIFT, CAMERA_FOV, IMAGE_SIDE, RENDER_SIDE,
     )
 }
+
+
+def is_quick_proxy(model: str) -> bool:
+    """Whether ``model`` (empty: the default) names the built-in quick proxy, not diffusion."""
+    return (model or MODEL.default) == MODEL.default

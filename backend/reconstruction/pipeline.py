@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..cpu_share import CpuShare
-from ..progress import ProgressFn, no_progress
+from ..progress import ProgressFn, no_progress, sub_progress
 from .carve import Silhouettes, carve
 from .export import export_glb
 from .light import SGLight, benchmark_view
@@ -179,7 +179,7 @@ def _reconstruct(
 
     with stage("carve"):
         silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
-        grid = carve(silhouettes, options.grid_resolution, lambda f: progress("carve", f * (0.5 if options.register_views else 1.0)))
+        grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", 0.0, 0.5 if options.register_views else 1.0))
         if options.register_views:
             # Generated views drift in exposure and disagree by a pixel or two: level and
             # register them on the hull's rough surface, then carve again from the
@@ -190,7 +190,7 @@ def _reconstruct(
                 log.info("views registered: gains %.3f-%.3f, shifts up to %.2f px", gains.min(), gains.max(), np.abs(shifts).max())
                 images = registered
                 silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
-                grid = carve(silhouettes, options.grid_resolution, lambda f: progress("carve", 0.5 + 0.5 * f))
+                grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", 0.5, 1.0))
 
     # Photo carving and the light fit run many small torch operations: on the CPU a second
     # thread's wake-up costs more than its share saves (duck, 2-core CPU: photo 1.5-2.0 s on
@@ -291,7 +291,7 @@ def _refine_and_finish(
             uv_mesh.uvs,
             normals,
             options.texture_size,
-            on_progress=lambda fraction: progress("texture", _TEXTURE_SHARES[0] * fraction),
+            on_progress=sub_progress(progress, "texture", 0.0, _TEXTURE_SHARES[0]),
             vertex_values=fit.albedo[uv_mesh.source] if painted else None,
         )
         rgb, weight = bake(
@@ -301,7 +301,7 @@ def _refine_and_finish(
             images,
             c2w,
             camera_angle_x,
-            on_progress=lambda fraction: progress("texture", _TEXTURE_SHARES[0] + (_TEXTURE_SHARES[1] - _TEXTURE_SHARES[0]) * fraction),
+            on_progress=sub_progress(progress, "texture", _TEXTURE_SHARES[0], _TEXTURE_SHARES[1]),
             align=options.register_views,  # views known to agree need no gain or shift fit
         )
         if painted:
