@@ -82,6 +82,47 @@ def _sample() -> _Sample:
     return _Sample(time.process_time(), _machine_busy_seconds())
 
 
+class LoadMeter:
+    """How many CPUs' worth of work other processes do: the machine's busy time since the
+    last measurement minus this process's own (``/proc/stat``; the load average elsewhere)."""
+
+    def __init__(self) -> None:
+        # A scheduler's allowance (Ray sets OMP_NUM_THREADS to a worker's CPUs) caps it.
+        self.cpus = min(usable_cpus(), _allowance() or usable_cpus())
+        self._last = _sample()
+        self._estimate = 0.0
+
+    def others_busy(self, settle_s: float = 0.0) -> float:
+        """CPUs' worth of work other processes did since the last measurement; waits up to
+        ``settle_s`` for the counters to tick if too little time has passed."""
+        if settle_s > 0:
+            wait = _MIN_TICKS_S * self.cpus - self._ticked()
+            if wait > 0:
+                time.sleep(min(settle_s, wait / max(self.cpus, 1)))
+        now = _sample()
+        last = self._last
+        if now.machine is None or last.machine is None:
+            return max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
+        busy = now.machine[0] - last.machine[0]
+        total = now.machine[1] - last.machine[1]
+        if total < _MIN_TICKS_S * self.cpus:
+            return self._estimate  # too short to count: the counters tick at 100 Hz
+        self._last = now
+        # Others' share of the machine's time, taken to fall evenly on the CPUs this
+        # process may use (a container sees the host's counters, not its own).
+        share = (busy - (now.own_cpu - last.own_cpu)) / total
+        self._estimate = min(1.0, max(0.0, share)) * self.cpus
+        return self._estimate
+
+    def free(self, settle_s: float = 0.0) -> float:
+        """CPUs other processes leave idle."""
+        return max(0.0, self.cpus - self.others_busy(settle_s))
+
+    def _ticked(self) -> float:
+        machine = _machine_busy_seconds()
+        return 0.0 if machine is None or self._last.machine is None else machine[1] - self._last.machine[1]
+
+
 class CpuShare:
     """Sets torch's CPU thread count from the CPUs other processes leave free.
 
@@ -96,10 +137,7 @@ class CpuShare:
         self._torch = torch
         self._pinned = threads
         self._before = torch.get_num_threads()
-        # A scheduler's allowance (Ray sets OMP_NUM_THREADS to a worker's CPUs) caps it.
-        self._cpus = min(usable_cpus(), _allowance() or usable_cpus())
-        self._last = _sample()
-        self._estimate = 0.0
+        self._meter = LoadMeter()
         self.threads = self._before
         if threads <= 0:
             time.sleep(_FIRST_SAMPLE_S)
@@ -107,27 +145,14 @@ class CpuShare:
 
     def others_busy(self) -> float:
         """CPUs' worth of work other processes did since the last measurement."""
-        now = _sample()
-        last = self._last
-        if now.machine is None or last.machine is None:
-            return max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
-        busy = now.machine[0] - last.machine[0]
-        total = now.machine[1] - last.machine[1]
-        if total < _MIN_TICKS_S * self._cpus:
-            return self._estimate  # too short to count: the counters tick at 100 Hz
-        self._last = now
-        # Others' share of the machine's time, taken to fall evenly on the CPUs this
-        # process may use (a container sees the host's counters, not its own).
-        share = (busy - (now.own_cpu - last.own_cpu)) / total
-        self._estimate = min(1.0, max(0.0, share)) * self._cpus
-        return self._estimate
+        return self._meter.others_busy()
 
     def adjust(self) -> int:
         if self._pinned > 0:
             threads = self._pinned
         else:
-            free = self._cpus - self.others_busy()
-            threads = 1 if free < _MIN_FREE_FOR_TWO else max(1, min(self._cpus, int(free + 0.5)))
+            free = self._meter.free()
+            threads = 1 if free < _MIN_FREE_FOR_TWO else max(1, min(self._meter.cpus, int(free + 0.5)))
         if threads != self._torch.get_num_threads():
             self._torch.set_num_threads(threads)
         self.threads = threads

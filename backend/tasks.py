@@ -21,7 +21,7 @@ from blend123.protocol.errors import BAD_REQUEST, ProtocolError
 from blend123.protocol.messages import MAX_IMAGE_SIDE, GenerationSettings, Mesh, Message, NovelView, Orbit, Reconstruct, View
 
 from .images import save_rgba
-from .progress import ProgressFn
+from .progress import PlanFn, ProgressFn, no_plan
 from .synthesis.registry import ResidentModel, SynthesisRequest
 from .synthesis.scene import sample_bilinear
 
@@ -37,6 +37,8 @@ class TaskContext:
     source_events: Callable[[str], list[Message]]
     # The request an earlier job was submitted with (its input photo and reference camera).
     source_request: Callable[[str], Message]
+    # Tells the progress clock how long a stage will take once the job knows how it will run.
+    plan: PlanFn = no_plan
 
 
 def warm_up() -> None:
@@ -139,7 +141,7 @@ def _reconstruct(request: Reconstruct, ctx: TaskContext) -> None:
         register_views=not _from_the_proxy(request, ctx),
     )
     guide = _sds_guide(request, ctx) if request.sds_model else None
-    result = reconstruct(images, c2w, camera_angle_x, options, ctx.progress, guide=guide)
+    result = reconstruct(images, c2w, camera_angle_x, options, ctx.progress, guide=guide, plan=ctx.plan)
     (ctx.folder / "mesh.glb").write_bytes(result.glb)
     light_json = json.dumps(result.light) if result.light else ""
     if light_json:

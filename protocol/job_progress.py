@@ -20,6 +20,10 @@ from .messages import Progress
 #: model's orbit takes most of the time (``benchmarks/bench_diffusion.py``: 21 denoised views).
 PROXY_ORBIT_SHARE = 0.15
 DIFFUSION_ORBIT_SHARE = 0.8
+#: How much of the chain the expected pace counts for in the pace of the chain so far.
+_PRIOR_SHARE = 0.2
+#: A job's first estimate counts as the expected pace only while it has barely started.
+_FIRST_LOOK = 0.2
 
 
 def orbit_share(model: str) -> float:
@@ -34,6 +38,7 @@ class ChainProgress:
         self.shares = [s / total for s in shares]
         self._clock = clock
         self._start = clock()
+        self._expected_s = -1.0  # the whole chain at the first job's expected pace
 
     @classmethod
     def orbit_then_mesh(cls, model: str) -> "ChainProgress":
@@ -49,8 +54,15 @@ class ChainProgress:
             return done, -1.0
         if later <= 0:
             return done, event.eta_s
+        if self._expected_s < 0 and job < _FIRST_LOOK:
+            # The backend's first estimate is the job at the pace it expects (its benchmark,
+            # the machine's load): the chain at that pace is where the pace starts from.
+            self._expected_s = event.eta_s / max(self.shares[step] * (1.0 - job), 1e-6)
         elapsed = self._clock() - self._start
-        if done <= 0 or elapsed <= 0:
+        if elapsed <= 0 or (done <= 0 and self._expected_s < 0):
             return done, -1.0
-        # Jobs not started yet take their share at the pace of the work done so far.
-        return done, event.eta_s + later * elapsed / done
+        # Jobs not started yet take their share at the pace of the work done so far,
+        # starting from the expected pace until some of it is done.
+        prior = _PRIOR_SHARE if self._expected_s > 0 else 0.0
+        pace = (elapsed + prior * self._expected_s) / (done + prior)
+        return done, event.eta_s + later * pace

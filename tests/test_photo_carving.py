@@ -14,7 +14,7 @@ from blend123.backend.progress import JobCancelled
 from benchmarks.quality import synthetic
 from blend123.backend.reconstruction.carve import HullGrid, Silhouettes, carve
 from blend123.backend.reconstruction import photo
-from blend123.backend.reconstruction.photo import PhotoOptions, photo_carve
+from blend123.backend.reconstruction.photo import _SHARES, PhotoOptions, photo_carve
 
 SIZE = 128
 RESOLUTION = 80
@@ -105,7 +105,8 @@ def test_progress_per_view_and_cancel():
     images, c2w, angle = cup_views()
     seen: list[float] = []
     photo_carve(cup_hull(), images[:6], c2w[:6], angle, on_progress=seen.append)
-    assert seen == pytest.approx([(i + 1) / 6 for i in range(6)])
+    start, end = _SHARES  # the set-up, then one step per view, then deciding the votes
+    assert seen == pytest.approx([start] + [start + (end - start) * (i + 1) / 6 for i in range(6)] + [1.0])
 
     def cancel(fraction: float) -> None:
         if fraction > 0.3:
@@ -142,7 +143,8 @@ def test_cancel_with_views_side_by_side_starts_no_more_views(monkeypatch):
     monkeypatch.setattr(photo, "_neighbours", lambda c2w, i, *a: started.append(i) or neighbours(c2w, i, *a))
 
     def cancel(fraction: float) -> None:
-        raise JobCancelled()
+        if fraction > _SHARES[0]:  # past the set-up: a view is done
+            raise JobCancelled()
 
     with pytest.raises(JobCancelled):
         photo_carve(cup_hull(), images, c2w, angle, on_progress=cancel, workers=2)

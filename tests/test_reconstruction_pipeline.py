@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from .recon_fixtures import FAST_OPTIONS, face_centroid_colours, reconstruction, scene
 
-from blend123.backend.progress import JobCancelled
+from blend123.backend.progress import ONE_WORKER_PHOTO_SECONDS, STAGE_SECONDS, JobCancelled, unwrap_seconds
 from benchmarks.quality import synthetic
 from benchmarks.quality.surface_metrics import bbox_diagonal, f_score, sample_surface
 from blend123.backend.reconstruction.pipeline import STAGES, ReconstructionOptions, reconstruct
@@ -146,3 +146,15 @@ def test_bad_options_are_refused_clearly():
     s = scene()
     with pytest.raises(ValueError, match="texture_size"):
         reconstruct(s.images, s.c2w, s.camera_angle_x, ReconstructionOptions(texture_size=3))
+
+
+def test_stages_that_run_otherwise_than_in_the_benchmark_say_so():
+    """On one CPU, photo carving walks one view at a time and the unwrap waits for the fit:
+    the progress clock hears both, in benchmark seconds, as soon as they are decided."""
+    s = scene()
+    planned: list[tuple[str, float]] = []
+    options = dataclasses.replace(FAST_OPTIONS, grid_resolution=48, threads=1)
+    result = reconstruct(s.images, s.c2w, s.camera_angle_x, options, plan=lambda stage, seconds: planned.append((stage, seconds)))
+    assert ("photo", ONE_WORKER_PHOTO_SECONDS) in planned
+    uv = [seconds for stage, seconds in planned if stage == "uv"]
+    assert uv[-1] == pytest.approx(unwrap_seconds(len(result.faces), beside=False), rel=0.2) and uv[-1] > STAGE_SECONDS["uv"]

@@ -121,7 +121,10 @@ def test_refine_reports_every_step_and_can_be_cancelled():
     with pytest.raises(JobCancelled):
         refine(s.vertices, s.faces, s.images, s.c2w, s.camera_angle_x, RefineOptions(steps=50, samples=256),
                device="cpu", on_progress=progress)
-    assert calls == sorted(calls) and len(calls) == 4 and calls[0] == 0.0
+    from blend123.backend.reconstruction.refine import _SETUP_SHARE
+
+    assert calls == sorted(calls) and len(calls) == 4
+    assert 0.0 < calls[0] < _SETUP_SHARE == pytest.approx(calls[1])  # the set-up, then step 0
 
 
 def test_vertex_offsets_stay_small_and_finite():
@@ -167,13 +170,22 @@ def test_the_written_out_adam_steps_like_torchs():
     assert (ours_x - torch.randn(50, 3)).abs().max() > 0.1  # it moved
 
 
-def test_progress_runs_against_the_steps_a_fit_usually_takes():
-    from blend123.backend.reconstruction.refine import _USUAL_STEPS, _progress
+def test_progress_counts_against_the_step_the_fit_is_expected_to_stop_at():
+    from blend123.backend.reconstruction.refine import _FEWEST_STEPS, _SETUP_SHARE, _progress
 
-    early = RefineOptions(steps=400, stop_tolerance=1e-3)  # stops once converged: usually well before 400
-    assert _progress(_USUAL_STEPS // 2, early) == pytest.approx(0.5)
-    assert _progress(390, early) == 0.99  # ran long: held short of done until it ends
+    def steps_part(fraction: float) -> float:  # the share of the stepping, after the set-up
+        return (fraction - _SETUP_SHARE) / (1.0 - _SETUP_SHARE)
+
+    early = RefineOptions(steps=400, stop_tolerance=1e-3)  # stops once converged: between _FEWEST_STEPS and 400
+    assert _progress(0, early) == pytest.approx(_SETUP_SHARE)
+    middle = (_FEWEST_STEPS + 400) / 2
+    assert steps_part(_progress(_FEWEST_STEPS // 2, early)) == pytest.approx(_FEWEST_STEPS // 2 / middle)
+    # Past the fewest, the expected stop moves on with the step: the bar keeps moving...
+    fractions = [_progress(step, early) for step in range(0, 401, 10)]
+    assert fractions == sorted(fractions) and len(set(fractions[:-3])) == len(fractions) - 3
+    assert steps_part(_progress(300, early)) == pytest.approx(300 / 350)
+    assert steps_part(_progress(399, early)) == pytest.approx(0.99)  # ...and stops short of done until the end
     fixed = RefineOptions(steps=400, stop_tolerance=0.0)  # runs every step
-    assert _progress(200, fixed) == pytest.approx(0.5)
+    assert steps_part(_progress(200, fixed)) == pytest.approx(0.5)
     short = RefineOptions(steps=50, stop_tolerance=1e-3)
-    assert _progress(25, short) == pytest.approx(0.5)
+    assert steps_part(_progress(25, short)) == pytest.approx(0.5)

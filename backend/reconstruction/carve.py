@@ -25,6 +25,10 @@ _SETTLED_VOXELS = 3.0
 _COARSE_RESOLUTION = 48
 #: Half-resolution voxels around the surface in which the fine field is computed exactly.
 _BAND_VOXELS = 2.0
+#: Where the bounds pass, the half-resolution pass and the band's set-up end, as fractions
+#: of :func:`carve` (duck and mug, 2-core CPU, every step timed): the bar moves at an even
+#: pace through all four.
+_SHARES = (0.04, 0.28, 0.44)
 
 
 @dataclass
@@ -107,7 +111,7 @@ def carve(
     The grid's box comes from the cameras, not from constants: a coarse pass over the
     cube that the cameras surround finds where the masks agree, the fine pass covers it.
     """
-    lo, hi = _coarse_bounds(silhouettes, lambda i: on_progress(0.2 * (i + 1) / silhouettes.count))
+    lo, hi = _coarse_bounds(silhouettes, lambda i: on_progress(_SHARES[0] * (i + 1) / silhouettes.count))
     spacing = float((hi - lo).max()) / max(resolution - 1, 1)
     pad = 2  # voxels of guaranteed outside around the hull, so the surface closes
     origin = lo - pad * spacing
@@ -122,15 +126,17 @@ def carve(
         _grid_points(origin, 2 * spacing, coarse_shape),
         silhouettes,
         settle_below=settle + _BAND_VOXELS * 2 * spacing,
-        on_view=lambda i: on_progress(0.2 + 0.3 * (i + 1) / silhouettes.count),
+        on_view=lambda i: on_progress(_SHARES[0] + (_SHARES[1] - _SHARES[0]) * (i + 1) / silhouettes.count),
     ).reshape(coarse_shape)
     field = ndimage.map_coordinates(coarse, np.indices(shape, dtype=np.float32) / 2.0, order=1, mode="nearest")
     near = np.abs(field) < _BAND_VOXELS * 2 * spacing
+    points = origin + spacing * np.argwhere(near)  # the band's voxels only, in the grid's (C) order
+    on_progress(_SHARES[2])
     field[near] = hull_field(
-        _grid_points(origin, spacing, shape)[near.reshape(-1)],
+        points,
         silhouettes,
         settle_below=settle,
-        on_view=lambda i: on_progress(0.5 + 0.5 * (i + 1) / silhouettes.count),
+        on_view=lambda i: on_progress(_SHARES[2] + (1.0 - _SHARES[2]) * (i + 1) / silhouettes.count),
     )
     return HullGrid(origin=origin, spacing=spacing, field=np.maximum(field, -settle))
 

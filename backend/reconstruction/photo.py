@@ -45,6 +45,10 @@ from .projection import camera_to_pixels, world_to_camera
 
 #: Rays per batch: bounds the memory of the (rays x steps x patch pixels) cost tensors.
 _RAY_CHUNK = 2048
+#: Where the set-up (blurred colours, vote grids) and the views end, as fractions of
+#: :func:`photo_carve` (duck and mug, 2-core CPU, every step timed; the first view ends
+#: late with two at once).
+_SHARES = (0.06, 0.92)
 
 
 @dataclass
@@ -102,6 +106,7 @@ def photo_carve(
     w2c = torch.as_tensor(np.linalg.inv(c2w), dtype=torch.float32, device=device)
     focal = focal_px(camera_angle_x, width)
     votes = _Votes.on(hull_t, options.vote_stride)
+    on_progress(_SHARES[0])
 
     def walk_view(i: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """View ``i``'s surface depths and its own free and surface votes."""
@@ -134,13 +139,14 @@ def photo_carve(
                 votes.surface += view_surface
                 votes.views += (view_free > 0).to(votes.views.dtype)
                 depths.append(depth)
-                on_progress((i + 1) / count)
+                on_progress(_SHARES[0] + (_SHARES[1] - _SHARES[0]) * (i + 1) / count)
         except BaseException:  # cancelled (or failed): views not started yet never start
             for future in futures:
                 future.cancel()
             raise
     free = votes.decide(options)
     field_np = _carved_field(hull, free, options.vote_stride, options.margin_voxels)
+    on_progress(1.0)
     return PhotoResult(HullGrid(hull.origin, hull.spacing, field_np), free, depths)
 
 

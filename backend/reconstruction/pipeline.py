@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..cpu_share import CpuShare
-from ..progress import ProgressFn, no_progress, sub_progress
+from ..progress import ONE_WORKER_PHOTO_SECONDS, STAGE_SECONDS, PlanFn, ProgressFn, no_plan, no_progress, sub_progress, unwrap_seconds
 from .carve import Silhouettes, carve
 from .export import export_glb
 from .light import SGLight, benchmark_view
@@ -57,9 +57,13 @@ _REGISTERED_GAIN = 0.02
 #: The albedo texture is normalised so this percentile of its brightest channel is 1
 #: (the light takes the inverse factor: albedo and light trade a global scale).
 _ALBEDO_PERCENTILE = 99.5
-#: Where the texture stage's parts end, as fractions of it (duck, 2-core CPU: texels 0.35 s,
-#: bake 1.2 s, de-lighting 0.2 s, fill 0.15 s): the bar moves at an even pace through all.
-_TEXTURE_SHARES = (0.18, 0.8, 0.92)
+#: Where the texture stage's parts end, as fractions of it (duck, 2-core CPU: texels 0.42 s,
+#: bake 1.2 s, de-lighting 0.32 s, fill 0.15 s): the bar moves at an even pace through all.
+_TEXTURE_SHARES = (0.2, 0.77, 0.92)
+#: Where the carve stage's parts end: the masks' distance fields (11-22% of it), then the carving; with registration: the distance fields, the first carving,
+#: the registration, the second distance fields (the second carving ends the stage).
+_CARVE_SHARES = (0.17, 1.0)
+_REGISTERED_CARVE_SHARES = (0.1, 0.4, 0.55, 0.6)
 #: Meshes smaller than this unwrap faster than a helper process starts.
 _UNWRAP_BESIDE_FACES = 20_000
 
@@ -137,19 +141,22 @@ def reconstruct(
     options: ReconstructionOptions = ReconstructionOptions(),
     progress: ProgressFn = no_progress,
     guide: SDSGuide | None = None,
+    plan: PlanFn = no_plan,
 ) -> ReconstructionResult:
     """images (N, H, W, 4) uint8 RGBA (alpha = subject mask), c2w (N, 4, 4).
 
     ``guide`` (a loaded Zero123-class model and the reference view) turns on masked SDS in
     the refine stage: surfaces no view saw get their albedo from the model instead of the
-    texture's fill from the nearest charts.
+    texture's fill from the nearest charts. ``plan`` hears how long the stages that run
+    otherwise than in the benchmark (photo carving on one worker, the unwrap after the
+    fit) will take, once that is decided.
     """
     images, c2w = _check_inputs(images, c2w, camera_angle_x)
     options.validate()
     images, c2w = _views_with_a_subject(images, c2w, options.alpha_threshold)
     cpu = CpuShare(options.threads)
     try:
-        return _reconstruct(images, c2w, camera_angle_x, options, _Stages(progress, cpu), guide)
+        return _reconstruct(images, c2w, camera_angle_x, options, _Stages(progress, cpu, plan), guide)
     finally:
         cpu.restore()
 
@@ -157,9 +164,10 @@ def reconstruct(
 class _Stages:
     """Reports each stage's start and end, times it, and re-sizes the CPU pool at its start."""
 
-    def __init__(self, progress: ProgressFn, cpu: CpuShare) -> None:
+    def __init__(self, progress: ProgressFn, cpu: CpuShare, plan: PlanFn = no_plan) -> None:
         self.progress = progress
         self.cpu = cpu
+        self.plan = plan
         self.seconds: dict[str, float] = {}
 
     @contextmanager
@@ -178,8 +186,10 @@ def _reconstruct(
     progress = stage.progress
 
     with stage("carve"):
+        ends = _REGISTERED_CARVE_SHARES if options.register_views else _CARVE_SHARES
         silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
-        grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", 0.0, 0.5 if options.register_views else 1.0))
+        progress("carve", ends[0])
+        grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[0], ends[1]))
         if options.register_views:
             # Generated views drift in exposure and disagree by a pixel or two: level and
             # register them on the hull's rough surface, then carve again from the
@@ -189,16 +199,21 @@ def _reconstruct(
             if np.abs(shifts).max() > _REGISTERED_SHIFT_PX or np.abs(gains - 1.0).max() > _REGISTERED_GAIN:
                 log.info("views registered: gains %.3f-%.3f, shifts up to %.2f px", gains.min(), gains.max(), np.abs(shifts).max())
                 images = registered
+                progress("carve", ends[2])
                 silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
-                grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", 0.5, 1.0))
+                progress("carve", ends[3])
+                grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[3], 1.0))
 
     # Photo carving and the light fit run many small torch operations: on the CPU a second
     # thread's wake-up costs more than its share saves (duck, 2-core CPU: photo 1.5-2.0 s on
     # one thread, 2.2-2.6 s on two; refine 1.3-1.5 s against 1.8-2.0 s). Photo carving
     # uses the free CPUs by walking that many views at once instead.
     with stage("photo"), stage.cpu.at_most(1):
+        workers = stage.cpu.threads  # the free CPUs, measured as the stage started
+        if workers < 2:  # one view at a time, and (likely) no CPU free to unwrap beside the fit
+            stage.plan("photo", ONE_WORKER_PHOTO_SECONDS if resolve_device(options.device).type == "cpu" else STAGE_SECONDS["photo"])
+            stage.plan("uv", unwrap_seconds(options.max_faces, beside=False))
         if options.photo_carving:
-            workers = stage.cpu.threads  # the free CPUs, measured as the stage started
             grid = photo_carve(
                 grid,
                 images,
@@ -212,10 +227,10 @@ def _reconstruct(
 
     with stage("mesh"):
         vertices, faces = extract_surface(grid, options.field_smoothing)
-        progress("mesh", 0.3)
+        progress("mesh", 0.2)
         vertices, faces = largest_component(vertices, faces, _KEEP_PART_FRACTION)
         vertices = taubin_smooth(vertices, faces, options.smoothing_iterations, max_shift=0.5 * grid.spacing)
-        progress("mesh", 0.6)
+        progress("mesh", 0.8)
         vertices, faces = decimate(vertices, faces, options.max_faces)
         vertices, faces = largest_component(*drop_coincident_faces(vertices, faces), _KEEP_PART_FRACTION)
 
@@ -225,6 +240,7 @@ def _reconstruct(
     beside = None
     if options.refine_offsets == 0 and stage.cpu.threads >= 2 and len(faces) >= _UNWRAP_BESIDE_FACES:
         beside = UnwrapBeside(vertices, faces, *unwrap_args)
+    stage.plan("uv", unwrap_seconds(len(faces), beside=beside is not None))
     try:
         return _refine_and_finish(images, c2w, camera_angle_x, options, stage, guide, vertices, faces, beside, unwrap_args)
     finally:

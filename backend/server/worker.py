@@ -23,9 +23,10 @@ from blend123.protocol.errors import BAD_IMAGE, DISK_FULL, INTERNAL, JOB_FAILED,
 from blend123.protocol.job_phase import JobPhase
 from blend123.protocol.messages import Done, Error, Message, Progress
 
+from ..cpu_share import LoadMeter
 from ..device import loaded_torch
 from ..images import ImageError
-from ..progress import JobCancelled, StageClock
+from ..progress import JobCancelled, StageClock, load_pace
 from ..synthesis.registry import ResidentModel, free_accelerator_memory
 from ..tasks import TaskContext, run_task
 from .jobs import Job, JobQueue
@@ -33,6 +34,11 @@ from .jobstore import JobStore, is_disk_full, is_job_id
 from .outbox import Outbox
 
 log = logging.getLogger("blend123.worker")
+
+#: How long a job's start may wait for the CPU counters to say how busy the machine is.
+_LOAD_SETTLE_S = 0.05
+#: Benchmark seconds of work a job must do before its pace stands for the machine's.
+_PACE_FROM_WORK_S = 0.5
 
 
 @dataclass
@@ -68,6 +74,10 @@ class Worker(threading.Thread):
         self._wake_endpoint = wake_endpoint
         self._wake: zmq.Socket | None = None
         self._stopping = threading.Event()
+        # For the progress bar's first estimate: how busy the machine is as a job starts,
+        # and how fast it went through the last one (seconds per benchmark second, unloaded).
+        self._load = LoadMeter()
+        self._machine_pace = 1.0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -116,10 +126,13 @@ class Worker(threading.Thread):
         cuda = _cuda()
         if cuda:
             cuda.reset_peak_memory_stats()
+        load = load_pace(self._load.free(settle_s=_LOAD_SETTLE_S), self._load.cpus)
+        clock = StageClock(job.kind, prior_pace=self._machine_pace * load, load=load)
         ctx = TaskContext(
             job_id=job.id,
             folder=self.store.folder(job.id),
-            progress=self._progress_fn(job),
+            progress=self._progress_fn(job, clock),
+            plan=clock.plan,
             emit=lambda msg: self.emit(job, msg),
             models=self.models,
             source_events=lambda job_id: self._source_events(job, job_id),
@@ -130,6 +143,8 @@ class Worker(threading.Thread):
         try:
             run_task(job.request, ctx)
             outcome = Outcome(JobPhase.DONE)
+            if clock.worked_s >= _PACE_FROM_WORK_S:  # enough work to say how fast this machine is
+                self._machine_pace = clock.pace / clock.load
         except JobCancelled:
             outcome = Outcome(JobPhase.CANCELLED)
         except Exception as exc:
@@ -142,10 +157,9 @@ class Worker(threading.Thread):
         free_accelerator_memory()
         return outcome, peak
 
-    def _progress_fn(self, job: Job):
+    def _progress_fn(self, job: Job, clock: StageClock):
         min_interval = 1.0 / self.progress_rate_hz
         last_sent = [0.0]
-        clock = StageClock(job.kind)
 
         def progress(stage: str, fraction: float) -> None:
             if job.cancel_requested.is_set():
