@@ -85,11 +85,11 @@ def unwrap_seconds(faces: int, beside: bool) -> float:
 
 def load_pace(free_cpus: float, cpus: int) -> float:
     """How much slower than the benchmark a job runs with ``free_cpus`` of ``cpus`` left by
-    other processes: a fair share of the CPUs between their work and a thread of ours
-    (beside two busy processes on two CPUs: 1.5x; measured 1.3-1.9x on a shared host).
-    Stages that would have used a second CPU :meth:`StageClock.plan` themselves."""
-    others = max(0.0, cpus - free_cpus)
-    return max(1.0, (others + 1.0) / max(cpus, 1))
+    other processes: the benchmark had two CPUs to itself, and the stages run on up to two
+    (measured beside two busy processes on two CPUs: 1.3-2.3x per stage, most near 2x).
+    Stages that would have used the second CPU :meth:`StageClock.plan` themselves."""
+    wanted = float(max(1, min(cpus, 2)))
+    return wanted / min(max(free_cpus, 1.0), wanted)
 
 
 class StageClock:

@@ -50,7 +50,8 @@ def test_the_machines_load_and_last_pace_set_where_the_estimate_starts():
     _, eta = StageClock("reconstruct", prior_pace=1.5, load=1.5).update("carve", 0.0, 0.01)
     assert abs(eta / (1.5 * total) - 1.0) < 0.05
     assert load_pace(free_cpus=2.0, cpus=2) == 1.0  # quiet
-    assert load_pace(free_cpus=0.0, cpus=2) == 1.5  # two busy processes share the two CPUs with us
+    assert load_pace(free_cpus=0.0, cpus=2) == 2.0  # two busy processes on the two CPUs: as if one were ours
+    assert load_pace(free_cpus=1.0, cpus=1) == 1.0  # a one-CPU machine had no second CPU to lose
     assert load_pace(free_cpus=14.0, cpus=16) == 1.0  # others' load leaves us a CPU
 
 
