@@ -33,17 +33,22 @@ def orbit_share(model: str) -> float:
 class ChainProgress:
     """Fraction done and time left of a sequence of jobs; ``shares`` weigh them (sum 1)."""
 
-    def __init__(self, shares: Sequence[float], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, shares: Sequence[float], clock: Callable[[], float] = time.monotonic, expect: bool = True) -> None:
+        """``expect``: the backend's first estimate of the first job is one to start from
+        (its stage weights were measured on that kind of job)."""
         total = float(sum(shares))
         self.shares = [s / total for s in shares]
         self._clock = clock
         self._start = clock()
+        self._expect = expect
         self._expected_s = -1.0  # the whole chain at the first job's expected pace
 
     @classmethod
     def orbit_then_mesh(cls, model: str) -> "ChainProgress":
         share = orbit_share(model)
-        return cls([share, 1.0 - share])
+        # The backend's stage weights are the quick proxy's: a diffusion model's views take
+        # far longer than they say, so its first estimate is no pace to start from.
+        return cls([share, 1.0 - share], expect=settings.is_quick_proxy(model))
 
     def update(self, step: int, event: Progress) -> tuple[float, float]:
         """(fraction of the whole chain done, seconds left; < 0 unknown) after ``event`` of job ``step``."""
@@ -54,7 +59,7 @@ class ChainProgress:
             return done, -1.0
         if later <= 0:
             return done, event.eta_s
-        if self._expected_s < 0 and job < _FIRST_LOOK:
+        if self._expect and self._expected_s < 0 and job < _FIRST_LOOK:
             # The backend's first estimate is the job at the pace it expects (its benchmark,
             # the machine's load): the chain at that pace is where the pace starts from.
             self._expected_s = event.eta_s / max(self.shares[step] * (1.0 - job), 1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from blend123.backend.progress import JOB_STAGES, ONE_WORKER_PHOTO_SECONDS, STAGE_SECONDS, StageClock, load_pace, unwrap_seconds
@@ -123,6 +124,26 @@ def test_the_chain_shares_one_bar_between_the_orbit_and_the_mesh():
     # An older backend without ``overall``: its stage fraction stands in.
     assert chain.update(1, Progress("b", "uv", 0.5, eta_s=-1.0))[0] == 0.25 + 0.75 * 0.5
     assert orbit_share("default") < 0.5 < orbit_share("sv3d-p")
+
+
+def test_a_diffusion_orbit_starts_the_chain_from_no_expected_pace():
+    # The backend weighs stages by the quick proxy's benchmark: a diffusion model's first
+    # estimate would say its orbit takes a second.
+    chain = ChainProgress.orbit_then_mesh("sv3d-p")
+    assert chain.update(0, Progress("a", "views", 0.0, eta_s=1.1, overall=0.0))[1] == -1.0
+    proxy = ChainProgress.orbit_then_mesh("default")
+    assert proxy.update(0, Progress("a", "views", 0.0, eta_s=1.1, overall=0.0))[1] > 1.1
+
+
+def test_only_jobs_the_benchmark_weighed_teach_the_worker_its_pace():
+    from blend123.backend.server.worker import _weighed_by_the_benchmark
+    from blend123.protocol.messages import GenerationSettings, NovelView
+
+    image = np.zeros((8, 8, 4), np.uint8)
+    assert _weighed_by_the_benchmark(Reconstruct(source_job="x"))
+    assert _weighed_by_the_benchmark(Orbit(image, [0.0]))  # the quick proxy's views
+    assert not _weighed_by_the_benchmark(Orbit(image, [0.0], settings=GenerationSettings(model="sv3d-p")))
+    assert not _weighed_by_the_benchmark(NovelView(image, np.zeros((1, 3)), settings=GenerationSettings(model="zero123-xl")))
 
 
 def test_a_server_job_reports_a_monotone_whole_job_fraction_and_eta(server, client_factory, reference_image):

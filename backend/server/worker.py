@@ -21,7 +21,8 @@ import zmq
 from blend123.protocol import codec
 from blend123.protocol.errors import BAD_IMAGE, DISK_FULL, INTERNAL, JOB_FAILED, UNKNOWN_JOB, ProtocolError
 from blend123.protocol.job_phase import JobPhase
-from blend123.protocol.messages import Done, Error, Message, Progress
+from blend123.protocol.messages import Done, Error, Message, NovelView, Orbit, Progress, Reconstruct
+from blend123.protocol.settings import is_quick_proxy
 
 from ..cpu_share import LoadMeter
 from ..device import loaded_torch
@@ -39,6 +40,15 @@ log = logging.getLogger("blend123.worker")
 _LOAD_SETTLE_S = 0.05
 #: Benchmark seconds of work a job must do before its pace stands for the machine's.
 _PACE_FROM_WORK_S = 0.5
+
+
+def _weighed_by_the_benchmark(request: Message | None) -> bool:
+    """Jobs whose stages ``STAGE_SECONDS`` measured: a reconstruction, the quick proxy's
+    views. A diffusion model's views take far longer than their weight, so their pace says
+    nothing of the machine's."""
+    if isinstance(request, Reconstruct):
+        return True
+    return isinstance(request, (Orbit, NovelView)) and is_quick_proxy(request.settings.model)
 
 
 @dataclass
@@ -143,8 +153,8 @@ class Worker(threading.Thread):
         try:
             run_task(job.request, ctx)
             outcome = Outcome(JobPhase.DONE)
-            if clock.worked_s >= _PACE_FROM_WORK_S:  # enough work to say how fast this machine is
-                self._machine_pace = clock.pace / clock.load
+            if clock.worked_s >= _PACE_FROM_WORK_S and _weighed_by_the_benchmark(job.request):
+                self._machine_pace = clock.pace / clock.load  # how fast this machine went
         except JobCancelled:
             outcome = Outcome(JobPhase.CANCELLED)
         except Exception as exc:
