@@ -158,3 +158,30 @@ def test_views_registered_on_a_mesh_line_up_with_it():
     assert after < 0.5 * before  # silhouettes now agree with the mesh
     assert inner.sum() > 1000
     np.testing.assert_allclose(fitted_gains / np.median(fitted_gains, 0), gains / np.median(gains, 0), rtol=0.03)
+
+
+def test_shifts_are_kept_only_where_they_bring_the_views_together():
+    """Shifts that compensate a wrong surface (a hull's roof over a box's fine checker)
+    move consistent views apart; shifts that undo the views' own misregistration bring
+    them together."""
+    from blend123.backend.reconstruction.texture import _keep_shifts_that_help, _views
+
+    v, f = card()
+    surface = texels(0.01)
+    p = np.ascontiguousarray(surface.positions.T.astype(np.float32))
+    n = np.ascontiguousarray(surface.normals.T.astype(np.float32))
+    rng = np.random.default_rng(2)
+    angles = rng.uniform(0, 2 * np.pi, len(POSES))
+    shifts = np.stack([1.5 * np.cos(angles), 1.5 * np.sin(angles)], axis=1).astype(np.float32)
+
+    def checked(images, c2w, given):
+        views_ = _views(v, f, images, c2w, ANGLE)
+        for view, shift in zip(views_, given):
+            view.shift = shift.copy()
+        _keep_shifts_that_help(views_, [view.project(p, n) for view in views_], p.shape[1])
+        return np.stack([view.shift for view in views_])
+
+    consistent = views(checker)
+    assert np.abs(checked(*consistent, shifts)).max() == 0.0  # moved apart: dropped
+    misregistered = views(checker, shifts)
+    np.testing.assert_array_equal(checked(*misregistered, shifts), shifts)  # brought together: kept

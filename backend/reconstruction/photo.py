@@ -58,7 +58,7 @@ class PhotoOptions:
     max_angle_deg: float = 75.0  # between viewing directions of a view and its neighbours
     max_cost: float = 0.1  # a ray whose best match differs more than this (0..1 colour) tells nothing
     entry_tolerance: float = 0.02  # keep the hull's entry point when it matches within this of the best
-    surface_weight: float = 1.0  # a voxel is carved only with more free votes than this times its surface votes
+    surface_weight: float = 0.5  # a voxel is carved only with more free votes than this times its surface votes
     ray_stride: int = 0  # every n-th pixel along each image axis casts a ray (0: width / 128)
     blur_px: float = 1.0  # Gaussian on the views before comparing (resampling noise)
     patch_radius: int = 1  # patches of (2r + 1)^2 pixels are compared
