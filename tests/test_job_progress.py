@@ -158,3 +158,20 @@ def test_a_server_job_reports_a_monotone_whole_job_fraction_and_eta(server, clie
     stages = list(dict.fromkeys(p.stage for p in progress))
     assert stages == ["carve", "photo", "mesh", "refine", "uv", "texture", "export"]
     assert all(p.eta_s >= 0 for p in progress if p.overall > 0) and progress[-1].eta_s == 0.0
+
+
+def test_the_worker_learns_its_pace_from_jobs_that_ran_alone(server, client_factory, reference_image):
+    import threading
+
+    client = client_factory(server.endpoint, timeout_s=60.0)
+    worker = server.worker
+    assert worker._machine_pace == 1.0
+    # A job beside the start-up's import of torch runs slower than the machine will.
+    importing = threading.Thread(target=threading.Event().wait, args=(30,), daemon=True)
+    importing.start()
+    worker.beside = importing
+    list(client.events(client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))))
+    assert worker._machine_pace == 1.0
+    worker.beside = None
+    list(client.events(client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))))
+    assert worker._machine_pace != 1.0 and 0.0 < worker._machine_pace < 50.0

@@ -99,6 +99,7 @@ class Server:
         self._monitor: zmq.Socket | None = None
         self.socket: zmq.Socket | None = None
         self.worker: Worker | None = None
+        self._warm_up: threading.Thread | None = None  # importing torch beside the first jobs
         self.worker_restarts = 0
         self.endpoint = ""  # the bound endpoint, with the real port for tcp://...:0
 
@@ -147,17 +148,17 @@ class Server:
         wake = self.context.socket(zmq.PULL)
         wake.linger = 0
         wake.bind(self._wake_endpoint)
+        # torch and the reconstruction load beside the first job rather than before it: a
+        # quick-proxy orbit needs neither, and hello (or the first reconstruction) waits
+        # only for what is left of the import.
+        warm_up = self._warm_up = threading.Thread(target=warm_up_imports, name="blend123-warm-up", daemon=True)
+        warm_up.start()
         self._start_worker()
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
         if self._monitor is not None:
             poller.register(self._monitor, zmq.POLLIN)
-        # torch and the reconstruction load beside the first job rather than before it: a
-        # quick-proxy orbit needs neither, and hello (or the first reconstruction) waits
-        # only for what is left of the import.
-        warm_up = threading.Thread(target=warm_up_imports, name="blend123-warm-up", daemon=True)
-        warm_up.start()
         next_heartbeat = time.monotonic() + self.config.heartbeat_s
         self._ready.set()
         try:
@@ -221,6 +222,7 @@ class Server:
         self.worker = Worker(
             self.queue, self.store, self.outbox, self.context, self._wake_endpoint,
             progress_rate_hz=self.config.progress_rate_hz, models=self.models, on_job_end=lambda job: self._enforce_size_cap(),
+            beside=self._warm_up,
         )
         self.worker.start()
 

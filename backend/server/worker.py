@@ -71,6 +71,7 @@ class Worker(threading.Thread):
         progress_rate_hz: float = 20.0,
         models: ResidentModel | None = None,
         on_job_end: Callable[[Job], None] = lambda job: None,
+        beside: threading.Thread | None = None,
     ) -> None:
         super().__init__(name="blend123-worker", daemon=True)
         self.queue = queue
@@ -88,6 +89,9 @@ class Worker(threading.Thread):
         # and how fast it went through the last one (seconds per benchmark second, unloaded).
         self._load = LoadMeter()
         self._machine_pace = 1.0
+        # Work the process does beside its jobs (importing torch at start-up): a job that
+        # shared the CPU with it ran slower than the machine will.
+        self.beside = beside
 
     def stop(self) -> None:
         self._stopping.set()
@@ -136,6 +140,7 @@ class Worker(threading.Thread):
         cuda = _cuda()
         if cuda:
             cuda.reset_peak_memory_stats()
+        alone = self.beside is None or not self.beside.is_alive()
         load = load_pace(self._load.free(settle_s=_LOAD_SETTLE_S), self._load.cpus)
         clock = StageClock(job.kind, prior_pace=self._machine_pace * load, load=load)
         ctx = TaskContext(
@@ -153,7 +158,7 @@ class Worker(threading.Thread):
         try:
             run_task(job.request, ctx)
             outcome = Outcome(JobPhase.DONE)
-            if clock.worked_s >= _PACE_FROM_WORK_S and _weighed_by_the_benchmark(job.request):
+            if alone and clock.worked_s >= _PACE_FROM_WORK_S and _weighed_by_the_benchmark(job.request):
                 self._machine_pace = clock.pace / clock.load  # how fast this machine went
         except JobCancelled:
             outcome = Outcome(JobPhase.CANCELLED)
