@@ -60,8 +60,9 @@ _ALBEDO_PERCENTILE = 99.5
 #: Where the texture stage's parts end, as fractions of it (duck, 2-core CPU: texels 0.42 s,
 #: bake 1.2 s, de-lighting 0.32 s, fill 0.15 s): the bar moves at an even pace through all.
 _TEXTURE_SHARES = (0.2, 0.77, 0.92)
-#: Where the carve stage's parts end: the masks' distance fields (11-22% of it), then the carving; with registration: the distance fields, the first carving,
-#: the registration, the second distance fields (the second carving ends the stage).
+#: Where the carve stage's parts end: the masks' distance fields (11-22% of it), then the
+#: carving; with registration: the distance fields, the first carving, the registration,
+#: the second distance fields (the second carving ends the stage).
 _CARVE_SHARES = (0.17, 1.0)
 _REGISTERED_CARVE_SHARES = (0.1, 0.4, 0.55, 0.6)
 #: Meshes smaller than this unwrap faster than a helper process starts.
@@ -209,9 +210,10 @@ def _reconstruct(
     # one thread, 2.2-2.6 s on two; refine 1.3-1.5 s against 1.8-2.0 s). Photo carving
     # uses the free CPUs by walking that many views at once instead.
     with stage("photo"), stage.cpu.at_most(1):
+        device = resolve_device(options.device)
         workers = stage.cpu.threads  # the free CPUs, measured as the stage started
         if workers < 2:  # one view at a time, and (likely) no CPU free to unwrap beside the fit
-            stage.plan("photo", ONE_WORKER_PHOTO_SECONDS if resolve_device(options.device).type == "cpu" else STAGE_SECONDS["photo"])
+            stage.plan("photo", ONE_WORKER_PHOTO_SECONDS if device.type == "cpu" else STAGE_SECONDS["photo"])
             stage.plan("uv", unwrap_seconds(options.max_faces, beside=False))
         if options.photo_carving:
             grid = photo_carve(
@@ -220,7 +222,7 @@ def _reconstruct(
                 c2w,
                 camera_angle_x,
                 PhotoOptions(alpha_threshold=options.alpha_threshold),
-                device=resolve_device(options.device),
+                device=device,
                 on_progress=lambda f: progress("photo", f),
                 workers=workers,
             ).grid

@@ -47,6 +47,7 @@ _FEWEST_STEPS = 175
 #: shading bases) as a fraction of the stage (duck and mug, 2-core CPU: 20-28%).
 _SETUP_SHARE = 0.25
 
+
 @dataclass
 class RefineOptions:
     steps: int = 300

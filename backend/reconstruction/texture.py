@@ -68,8 +68,9 @@ _SMALL_GAIN = 0.02
 _SMALL_SHIFT = 0.6
 #: A view's fitted shift is kept only if it cuts its robust colour misfit by this share.
 _MIN_GAIN_OF_SHIFT = 0.05
-#: The share by which fitted shifts must cut the views' disagreement to be kept.
-_SHIFT_MIN_GAIN = 0.1
+#: All views' fitted shifts are kept only if together they cut the views' disagreement
+#: (each view against the median of the others) by this share.
+_SHIFTS_MIN_AGREEMENT_GAIN = 0.1
 #: Residual (colour, 0-1) beyond which the shift fit weights a sample down (Huber).
 _HUBER = 0.1
 _LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
@@ -235,14 +236,14 @@ def fit_views(views: list["_View"], positions: np.ndarray, normals: np.ndarray, 
 
 def _keep_shifts_that_help(views: list["_View"], projections: list[_Projection], count: int) -> None:
     """Zero the views' shifts unless, together, they cut the views' disagreement on the
-    ``count`` projected points by ``_SHIFT_MIN_GAIN``."""
+    ``count`` projected points by ``_SHIFTS_MIN_AGREEMENT_GAIN``."""
     shifts = [view.shift for view in views]
     if max(float(np.abs(shift).max()) for shift in shifts) == 0:
         return
     fitted = _disagreement(views, projections, count)
     for view in views:
         view.shift = np.zeros(2, dtype=np.float32)
-    if fitted < (1.0 - _SHIFT_MIN_GAIN) * _disagreement(views, projections, count):
+    if fitted < (1.0 - _SHIFTS_MIN_AGREEMENT_GAIN) * _disagreement(views, projections, count):
         for view, shift in zip(views, shifts):
             view.shift = shift
 
