@@ -65,6 +65,10 @@ _TEXTURE_SHARES = (0.2, 0.77, 0.92)
 #: the second distance fields (the second carving ends the stage).
 _CARVE_SHARES = (0.17, 1.0)
 _REGISTERED_CARVE_SHARES = (0.1, 0.4, 0.55, 0.6)
+#: Photo carving's surface weight for views that needed levelling or registering: their
+#: noise and leftover drift pass for empty space more often, and the default (0.5) carved
+#: pits into a checkered box seen in RGB-on-white views with drift (1.0 did not).
+_DRIFTED_SURFACE_WEIGHT = 1.0
 #: Meshes smaller than this unwrap faster than a helper process starts.
 _UNWRAP_BESIDE_FACES = 20_000
 
@@ -186,6 +190,7 @@ def _reconstruct(
 ) -> ReconstructionResult:
     progress = stage.progress
 
+    drifted = False  # the views needed levelling or registering
     with stage("carve"):
         ends = _REGISTERED_CARVE_SHARES if options.register_views else _CARVE_SHARES
         silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
@@ -199,7 +204,7 @@ def _reconstruct(
             registered, gains, shifts = register_views(rough_v, rough_f, images, c2w, camera_angle_x)
             if np.abs(shifts).max() > _REGISTERED_SHIFT_PX or np.abs(gains - 1.0).max() > _REGISTERED_GAIN:
                 log.info("views registered: gains %.3f-%.3f, shifts up to %.2f px", gains.min(), gains.max(), np.abs(shifts).max())
-                images = registered
+                images, drifted = registered, True
                 progress("carve", ends[2])
                 silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
                 progress("carve", ends[3])
@@ -221,7 +226,7 @@ def _reconstruct(
                 images,
                 c2w,
                 camera_angle_x,
-                PhotoOptions(alpha_threshold=options.alpha_threshold),
+                PhotoOptions(alpha_threshold=options.alpha_threshold, **({"surface_weight": _DRIFTED_SURFACE_WEIGHT} if drifted else {})),
                 device=device,
                 on_progress=lambda f: progress("photo", f),
                 workers=workers,
