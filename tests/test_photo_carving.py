@@ -58,10 +58,11 @@ def field_at(grid: HullGrid, point) -> float:
     return float(grid.field[tuple(index)])
 
 
-def test_the_hull_fills_the_cup_and_colour_empties_it():
+@pytest.mark.parametrize("patch_step", [1, 2])
+def test_the_hull_fills_the_cup_and_colour_empties_it(patch_step):
     images, c2w, angle = cup_views()
     hull = cup_hull()
-    result = photo_carve(hull, images, c2w, angle)
+    result = photo_carve(hull, images, c2w, angle, PhotoOptions(patch_step=patch_step))
     truth = cup_truth(grid_points(hull))
     before, after = iou(hull.field > 0, truth), iou(result.grid.field > 0, truth)
     # The hull holds the whole cavity as matter; carving gives most of it back.

@@ -7,7 +7,9 @@ hull that is really on the surface shows the same colour to every camera that se
 "lid" over a bowl projects onto different parts of the inside in different views.
 
 For every view, rays through the subject mask are walked one voxel at a time through the
-hull. Each step's point carries a small patch parallel to the view's image plane; the
+hull. Each step's point carries a small patch parallel to the view's image plane (3 x 3
+samples, 2 pixels apart: a fine pattern's cell, a checker square a few pixels wide, is
+then never all a patch sees, or the patch would match it at any depth); the
 patch is projected into the nearest other views and compared with the view's own pixels,
 and the cost is the mean of the ``matches`` smallest of those differences, so cameras that
 do not see the point (occlusion) do not count against it. The ray's surface is its best-matching
@@ -61,7 +63,11 @@ class PhotoOptions:
     surface_weight: float = 0.5  # a voxel is carved only with more free votes than this times its surface votes
     ray_stride: int = 0  # every n-th pixel along each image axis casts a ray (0: width / 128)
     blur_px: float = 1.0  # Gaussian on the views before comparing (resampling noise)
-    patch_radius: int = 1  # patches of (2r + 1)^2 pixels are compared
+    patch_radius: int = 1  # patches of (2r + 1)^2 samples are compared
+    # Pixels between the patch's samples: 2 spans 5 x 5 pixels at the cost of 3 x 3 (on the
+    # quality set's fine checker mesh F@1% 0.877 -> 0.894, its albedo 19.33 -> 19.56 dB;
+    # a dense 5 x 5 patch did as well at 2-3x the time).
+    patch_step: int = 2
     views: int = 2  # views whose rays must find a voxel free to carve it
     vote_stride: int = 2  # the vote grid's voxel is this many hull-grid voxels wide
     margin_voxels: float = 0.5  # carving shallower than this is ignored (vote-grid voxels)
@@ -118,7 +124,7 @@ def photo_carve(
         view_free, view_surface = torch.zeros_like(votes.free), torch.zeros_like(votes.surface)
         if pick.any() and neighbours:
             o, d = pixel_rays(c2w[i], camera_angle_x, width, height)
-            view = _View(colours[i], colours[neighbours], w2c[neighbours], c2w[i], focal, options.patch_radius, options.matches)
+            view = _View(colours[i], colours[neighbours], w2c[neighbours], c2w[i], focal, options.patch_radius, options.matches, options.patch_step)
             pixels = np.argwhere(pick)
             found = []
             for start in range(0, len(pixels), _RAY_CHUNK):
@@ -291,10 +297,11 @@ class _View:
         focal: float,
         patch_radius: int,
         matches: int,
+        patch_step: int,
     ) -> None:
         device = colours.device
         self.matches = max(1, min(matches, len(neighbour_colours)))
-        steps = torch.arange(-patch_radius, patch_radius + 1, device=device)
+        steps = torch.arange(-patch_radius, patch_radius + 1, device=device) * patch_step
         dv, du = torch.meshgrid(steps, steps, indexing="ij")
         self.du, self.dv = du.reshape(-1), dv.reshape(-1)
         pose = torch.as_tensor(c2w[:3, :3], dtype=torch.float32, device=device)
