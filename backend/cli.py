@@ -34,7 +34,7 @@ from blend123.protocol.version import __version__
 
 from .console import JobBar
 from .images import load_rgba, save_rgba
-from .server.config import DEFAULT_BIND, ServerConfig, default_jobs_dir
+from .server.config import DEFAULT_BIND, STAGE_MEMORY_FILE, ServerConfig, default_jobs_dir
 from .tasks import write_transforms
 
 EXIT_FAILED = 1
@@ -252,7 +252,13 @@ def connect(args: argparse.Namespace) -> Iterator[Client]:
         # A private jobs folder: this run's jobs are nobody else's, and another process's
         # live jobs are never mistaken for interrupted ones.
         private_jobs = tempfile.TemporaryDirectory(prefix="blend123-cli-")
-        server = Server(ServerConfig(bind=f"inproc://blend123-cli-{uuid.uuid4().hex}", jobs_dir=Path(private_jobs.name)))
+        # The machine's stage timings are shared with `blend123 serve`'s default jobs folder.
+        config = ServerConfig(
+            bind=f"inproc://blend123-cli-{uuid.uuid4().hex}",
+            jobs_dir=Path(private_jobs.name),
+            stage_memory_file=default_jobs_dir() / STAGE_MEMORY_FILE,
+        )
+        server = Server(config)
         server_thread = server.start_in_thread()
         address = server.endpoint
         client = Client(address, keys=keys, timeout_s=30.0)

@@ -113,6 +113,8 @@ class StageClock:
         self.load = load  # the part of ``prior_pace`` that other processes' load explains
         self.pace = prior_pace  # the latest estimate, for the machine's next job
         self.worked_s = 0.0  # benchmark seconds of work done
+        self.stage_seconds: dict[str, float] = {}  # wall seconds of each stage that ended
+        self.planned: set[str] = set()  # stages that ran otherwise than in the benchmark
         self._current = -1
         self._stage_started = 0.0
         self._overall = 0.0
@@ -123,6 +125,12 @@ class StageClock:
     def plan(self, stage: str, seconds: float) -> None:
         """``stage`` (still to come or running) will take ``seconds`` at the benchmark's pace."""
         self.weights[stage] = max(0.0, float(seconds))
+        self.planned.add(stage)
+
+    def finish(self, elapsed_s: float) -> None:
+        """The job ended ``elapsed_s`` after it started: the running stage's time is known."""
+        if 0 <= self._current < len(self.stages):
+            self.stage_seconds[self.stages[self._current]] = max(0.0, elapsed_s - self._stage_started)
 
     def update(self, stage: str, fraction: float, elapsed_s: float) -> tuple[float, float]:
         """(fraction of the whole job done, seconds left; < 0 while unknown)."""
@@ -133,6 +141,8 @@ class StageClock:
             del self.stages[self._current + 1 : at]
             at = self._current + 1
         if at > self._current:
+            if self._current >= 0:
+                self.stage_seconds[self.stages[self._current]] = max(0.0, elapsed_s - self._stage_started)
             self._stage_started = elapsed_s
         self._current = max(self._current, at)
         fraction = min(1.0, max(0.0, fraction))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +21,11 @@ from blend123.protocol.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
+
+# The tests never touch the user's cache folder (the default jobs folder, the machine's
+# stage timings): theirs is a fresh one, for this process and the commands it starts.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="blend123-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from blend123.backend.progress import JOB_STAGES, ONE_WORKER_PHOTO_SECONDS, STAGE_SECONDS, StageClock, load_pace, unwrap_seconds
+from blend123.backend.server.stage_memory import StageMemory
 from blend123.protocol.job_progress import ChainProgress, orbit_share
 from blend123.protocol.messages import Orbit, Progress, Reconstruct
 
@@ -165,13 +166,85 @@ def test_the_worker_learns_its_pace_from_jobs_that_ran_alone(server, client_fact
 
     client = client_factory(server.endpoint, timeout_s=60.0)
     worker = server.worker
-    assert worker._machine_pace == 1.0
+    memory = worker.stage_memory
+    assert memory.pace == 1.0 and memory.path == server.config.jobs_dir / "stage_seconds.json"
     # A job beside the start-up's import of torch runs slower than the machine will.
     importing = threading.Thread(target=threading.Event().wait, args=(30,), daemon=True)
     importing.start()
     worker.beside = importing
     list(client.events(client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))))
-    assert worker._machine_pace == 1.0
+    assert memory.pace == 1.0 and not memory.path.exists()
     worker.beside = None
     list(client.events(client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))))
-    assert worker._machine_pace != 1.0 and 0.0 < worker._machine_pace < 50.0
+    assert memory.pace != 1.0 and 0.0 < memory.pace < 50.0
+    # Kept beside the jobs: a restarted backend starts from it.
+    assert StageMemory.load(memory.path).pace == pytest.approx(memory.pace)
+
+
+def _finished_clock(seconds_of, load: float = 1.0, plan: dict[str, float] | None = None) -> StageClock:
+    """A reconstruction's clock after every stage took ``seconds_of(stage)``."""
+    clock = StageClock("reconstruct", load=load, prior_pace=load)
+    stages = [s for s in JOB_STAGES["reconstruct"] if s != "load model"]
+    for stage, seconds in (plan or {}).items():
+        clock.plan(stage, seconds)
+    elapsed = 0.0
+    for stage in stages:
+        clock.update(stage, 0.0, elapsed)
+        elapsed += seconds_of(stage)
+        clock.update(stage, 1.0, elapsed)
+    clock.finish(elapsed)
+    return clock
+
+
+def test_the_clock_times_each_stage_and_knows_which_were_planned():
+    clock = _finished_clock(lambda s: 2.0 * STAGE_SECONDS[s], plan={"uv": 1.0})
+    assert clock.stage_seconds == pytest.approx({s: 2.0 * STAGE_SECONDS[s] for s in JOB_STAGES["reconstruct"][1:]})
+    assert clock.planned == {"uv"}
+
+
+def test_a_machine_whose_fit_and_bake_are_slow_learns_their_weights():
+    # This machine: the light fit and the bake take 1.5x their benchmark share.
+    slow = {"refine": 1.5, "texture": 1.5}
+    seconds_of = lambda s: STAGE_SECONDS[s] * slow.get(s, 1.0)  # noqa: E731
+    memory = StageMemory()
+    for _ in range(4):
+        memory.learn(_finished_clock(seconds_of))
+    shares = {s: memory.weights[s] / memory.weights["photo"] for s in ("carve", "refine", "texture")}
+    assert shares["carve"] == pytest.approx(STAGE_SECONDS["carve"] / STAGE_SECONDS["photo"], rel=0.05)
+    for stage in ("refine", "texture"):
+        assert shares[stage] == pytest.approx(1.5 * STAGE_SECONDS[stage] / STAGE_SECONDS["photo"], rel=0.05)
+    # The next job's first estimate is then right from its start.
+    clock = StageClock("reconstruct", memory.weights, prior_pace=memory.pace)
+    stages = [s for s in JOB_STAGES["reconstruct"] if s != "load model"]
+    total = sum(seconds_of(s) for s in stages)
+    _, eta = clock.update("carve", 0.0, 1e-3)
+    assert eta == pytest.approx(total, rel=0.08)
+    assert StageClock("reconstruct").update("carve", 0.0, 1e-3)[1] < 0.87 * total  # the benchmark's falls short
+
+
+def test_only_unloaded_unplanned_stages_teach_their_weights():
+    memory = StageMemory()
+    memory.learn(_finished_clock(lambda s: 4.0 * STAGE_SECONDS[s], load=2.0))
+    assert memory.weights == STAGE_SECONDS and memory.pace == pytest.approx(2.0, rel=0.05)  # pace / load
+    memory.learn(_finished_clock(lambda s: 10.0 if s == "uv" else STAGE_SECONDS[s], plan={"uv": 10.0}))
+    assert memory.weights["uv"] == STAGE_SECONDS["uv"]  # run inline, not as the benchmark ran it
+
+
+def test_stage_memory_survives_a_restart_and_ignores_a_damaged_file(tmp_path):
+    path = tmp_path / "jobs" / "stage_seconds.json"
+    memory = StageMemory.load(path)
+    assert memory.weights == STAGE_SECONDS and memory.pace == 1.0  # none yet
+    memory.learn(_finished_clock(lambda s: 3.0 * STAGE_SECONDS[s] * (2.0 if s == "photo" else 1.0)))
+    memory.save()
+    again = StageMemory.load(path)
+    assert again.weights == pytest.approx(memory.weights) and again.pace == pytest.approx(memory.pace)
+    assert again.weights["photo"] > STAGE_SECONDS["photo"]
+    for damage in ("{not json", '{"version": 1, "pace": "fast", "weights": {}}', '{"version": 1, "pace": 1e9, "weights": {"photo": -3}}'):
+        path.write_text(damage)
+        fresh = StageMemory.load(path)
+        assert fresh.weights == STAGE_SECONDS and fresh.pace == 1.0, damage
+    path.parent.chmod(0o500)  # a disk that refuses: the job is not failed for it
+    try:
+        memory.save()
+    finally:
+        path.parent.chmod(0o700)

@@ -59,6 +59,7 @@ from .jobs import Job, JobQueue
 from .jobstore import JobStore, is_disk_full, is_job_id
 from .outbox import Outbox
 from .security import load_server_keys, secure_socket
+from .stage_memory import StageMemory
 from .worker import Worker
 
 log = logging.getLogger("blend123.server")
@@ -90,6 +91,8 @@ class Server:
         self.outbox = Outbox(self.store)
         self.queue = JobQueue()
         self.models = ResidentModel()
+        # What this machine's stages took in earlier jobs, for the progress bar's first estimate.
+        self.stage_memory = StageMemory.load(config.stage_memory_file)
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._peers: dict[bytes, tuple[float, bytes]] = {}  # routing id -> (last seen, identity)
         self._stop = threading.Event()
@@ -222,7 +225,7 @@ class Server:
         self.worker = Worker(
             self.queue, self.store, self.outbox, self.context, self._wake_endpoint,
             progress_rate_hz=self.config.progress_rate_hz, models=self.models, on_job_end=lambda job: self._enforce_size_cap(),
-            beside=self._warm_up,
+            beside=self._warm_up, stage_memory=self.stage_memory,
         )
         self.worker.start()
 

@@ -9,6 +9,8 @@ import platformdirs
 
 from blend123.protocol.codec import Limits
 
+from .stage_memory import FILE_NAME as STAGE_MEMORY_FILE
+
 DEFAULT_PORT = 5123
 DEFAULT_BIND = f"tcp://127.0.0.1:{DEFAULT_PORT}"
 
@@ -46,6 +48,11 @@ class ServerConfig:
     max_jobs_gb: float = 20.0
     # Finished jobs kept in memory; older ones are reloaded from the jobs folder.
     jobs_in_memory: int = 256
+    # Where what this machine's stages take is remembered for the progress bar's ETA
+    # (``stage_memory.py``); None: in the jobs folder.
+    stage_memory_file: Path | None = None
 
     def __post_init__(self) -> None:
         self.jobs_dir = Path(self.jobs_dir)
+        if self.stage_memory_file is None:
+            self.stage_memory_file = self.jobs_dir / STAGE_MEMORY_FILE

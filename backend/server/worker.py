@@ -28,6 +28,7 @@ from ..cpu_share import LoadMeter
 from ..device import loaded_torch
 from ..images import ImageError
 from ..progress import JobCancelled, StageClock, load_pace
+from .stage_memory import StageMemory
 from ..synthesis.registry import ResidentModel, free_accelerator_memory
 from ..tasks import TaskContext, run_task
 from .jobs import Job, JobQueue
@@ -72,6 +73,7 @@ class Worker(threading.Thread):
         models: ResidentModel | None = None,
         on_job_end: Callable[[Job], None] = lambda job: None,
         beside: threading.Thread | None = None,
+        stage_memory: StageMemory | None = None,
     ) -> None:
         super().__init__(name="blend123-worker", daemon=True)
         self.queue = queue
@@ -86,9 +88,9 @@ class Worker(threading.Thread):
         self._wake: zmq.Socket | None = None
         self._stopping = threading.Event()
         # For the progress bar's first estimate: how busy the machine is as a job starts,
-        # and how fast it went through the last one (seconds per benchmark second, unloaded).
+        # and what its stages took in the jobs before (its pace, the stages' weights).
         self._load = LoadMeter()
-        self._machine_pace = 1.0
+        self.stage_memory = stage_memory or StageMemory()
         # Work the process does beside its jobs (importing torch at start-up): a job that
         # shared the CPU with it ran slower than the machine will.
         self.beside = beside
@@ -142,7 +144,8 @@ class Worker(threading.Thread):
             cuda.reset_peak_memory_stats()
         alone = self.beside is None or not self.beside.is_alive()
         load = load_pace(self._load.free(settle_s=_LOAD_SETTLE_S), self._load.cpus)
-        clock = StageClock(job.kind, prior_pace=self._machine_pace * load, load=load)
+        memory = self.stage_memory
+        clock = StageClock(job.kind, memory.weights, prior_pace=memory.pace * load, load=load)
         ctx = TaskContext(
             job_id=job.id,
             folder=self.store.folder(job.id),
@@ -159,7 +162,9 @@ class Worker(threading.Thread):
             run_task(job.request, ctx)
             outcome = Outcome(JobPhase.DONE)
             if alone and clock.worked_s >= _PACE_FROM_WORK_S and _weighed_by_the_benchmark(job.request):
-                self._machine_pace = clock.pace / clock.load  # how fast this machine went
+                clock.finish(time.time() - job.started)
+                memory.learn(clock)  # how fast this machine went, and where its time went
+                memory.save()
         except JobCancelled:
             outcome = Outcome(JobPhase.CANCELLED)
         except Exception as exc:
