@@ -106,9 +106,19 @@ class StageClock:
     plan once a later stage starts.
     """
 
-    def __init__(self, kind: str, weights: dict[str, float] = STAGE_SECONDS, prior_pace: float = 1.0, load: float = 1.0) -> None:
+    def __init__(
+        self,
+        kind: str,
+        weights: dict[str, float] = STAGE_SECONDS,
+        prior_pace: float = 1.0,
+        load: float = 1.0,
+        scales: dict[str, float] | None = None,
+    ) -> None:
+        """``scales``: a stage's weight per benchmark second on this machine, where it
+        differs from the others' (``StageMemory``); a :meth:`plan` is scaled by it."""
         self.stages = list(JOB_STAGES.get(kind, ()))
         self.weights = dict(weights)
+        self.scales = dict(scales or {})
         self.prior_pace = prior_pace
         self.load = load  # the part of ``prior_pace`` that other processes' load explains
         self.pace = prior_pace  # the latest estimate, for the machine's next job
@@ -124,7 +134,7 @@ class StageClock:
 
     def plan(self, stage: str, seconds: float) -> None:
         """``stage`` (still to come or running) will take ``seconds`` at the benchmark's pace."""
-        self.weights[stage] = max(0.0, float(seconds))
+        self.weights[stage] = max(0.0, float(seconds)) * self.scales.get(stage, 1.0)
         self.planned.add(stage)
 
     def finish(self, elapsed_s: float) -> None:

@@ -5,9 +5,9 @@ measured on two hosts of the same 2-core virtual machine type, the light fit and
 bake took 1.4-1.6x longer on the second while the proxy's views took as long, so a
 first estimate made from the proxy's views fell 30% short. The worker therefore learns,
 from every job that ran the way the benchmark ran (alone, on an unloaded machine, no
-stage planned otherwise), each stage's weight on this machine and the machine's pace,
-and keeps both in a small JSON file beside the jobs: the first job after a restart
-starts from them.
+stage planned otherwise), each stage's seconds per benchmark second on this machine, and
+the last job's pace, and keeps them in a small JSON file beside the jobs: the first job
+after a restart starts from them.
 """
 
 from __future__ import annotations
@@ -25,23 +25,36 @@ log = logging.getLogger("blend123.worker")
 
 #: The file's name in the jobs folder (the job store ignores what is not a job).
 FILE_NAME = "stage_seconds.json"
-_VERSION = 1
-#: How far one job moves a stage's weight toward what it measured: objects differ (a mug's
+_VERSION = 2
+#: How far one job moves a stage's ratio toward what it measured: objects differ (a mug's
 #: photo carving takes twice a duck's), so one job does not set it alone.
 _LEARN_RATE = 0.5
-#: A learned weight stays within these factors of the benchmark's (a stage that stalled
-#: on a swapped-out page says little about the machine).
-_BOUNDS = (0.25, 4.0)
-_PACE_BOUNDS = (0.05, 50.0)
+#: A job teaches the stages' ratios only below this load (``load_pace``: 2 / free CPUs):
+#: other processes slow the stages unevenly. The counters never read quite idle (1.0-1.05
+#: measured on a quiet machine).
+_QUIET_LOAD = 1.25
+#: Ratios (and the pace) stay within these bounds (a stage that stalled on a swapped-out
+#: page says little about the machine).
+_BOUNDS = (0.05, 50.0)
 
 
 @dataclass
 class StageMemory:
-    """Stage weights (benchmark seconds, as ``STAGE_SECONDS``) and the machine's pace."""
+    """Seconds per benchmark second on this machine, unloaded: each stage's, and the pace
+    of the last job (for the stages not timed yet and the job as a whole)."""
 
-    weights: dict[str, float] = field(default_factory=lambda: dict(STAGE_SECONDS))
-    pace: float = 1.0  # seconds per benchmark second on this machine, unloaded
+    ratios: dict[str, float] = field(default_factory=dict)
+    pace: float = 1.0
     path: Path | None = None  # where it is kept; None: in memory only
+
+    def scales(self) -> dict[str, float]:
+        """Each timed stage's ratio relative to the pace: its weight per benchmark second."""
+        return {stage: ratio / self.pace for stage, ratio in self.ratios.items()}
+
+    def weights(self) -> dict[str, float]:
+        """``STAGE_SECONDS`` re-weighed for this machine (at :attr:`pace`, as a clock's prior)."""
+        scales = self.scales()
+        return {stage: seconds * scales.get(stage, 1.0) for stage, seconds in STAGE_SECONDS.items()}
 
     @classmethod
     def load(cls, path: Path | None) -> "StageMemory":
@@ -53,12 +66,10 @@ class StageMemory:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("version") != _VERSION:
                 return memory
-            for stage, seconds in data["weights"].items():
-                if stage in STAGE_SECONDS and _within(float(seconds), STAGE_SECONDS[stage], _BOUNDS):
-                    memory.weights[stage] = float(seconds)
             pace = float(data["pace"])
-            if _within(pace, 1.0, _PACE_BOUNDS):
-                memory.pace = pace
+            ratios = {str(stage): float(ratio) for stage, ratio in data["ratios"].items() if stage in STAGE_SECONDS}
+            if _within(pace) and all(_within(ratio) for ratio in ratios.values()):
+                memory.pace, memory.ratios = pace, ratios
         except FileNotFoundError:
             pass
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -67,20 +78,20 @@ class StageMemory:
 
     def learn(self, clock: StageClock) -> None:
         """Take in a finished job that ran alone (call :meth:`StageClock.finish` first)."""
-        # The job's own pace over the stages it timed (the clock's leans on the expected one).
-        planned = sum(clock.weights.get(stage, 1.0) for stage in clock.stage_seconds)
-        if planned <= 0:
+        # A stage planned otherwise was weighed in benchmark seconds by its plan.
+        bench = {stage: clock.weights.get(stage, 1.0) / clock.scales.get(stage, 1.0) if stage in clock.planned
+                 else STAGE_SECONDS.get(stage, 1.0) for stage in clock.stage_seconds}
+        if sum(bench.values()) <= 0 or clock.load <= 0:
             return
-        pace = sum(clock.stage_seconds.values()) / planned
-        self.pace = min(max(pace / clock.load, _PACE_BOUNDS[0]), _PACE_BOUNDS[1])
-        if clock.load > 1.0 or pace <= 0:
-            return  # other processes slow the stages unevenly: their shares say nothing
+        self.pace = _bounded(sum(clock.stage_seconds.values()) / sum(bench.values()) / clock.load)
+        if clock.load > _QUIET_LOAD:
+            return
         for stage, seconds in clock.stage_seconds.items():
             if stage in clock.planned or stage not in STAGE_SECONDS:
                 continue
-            benchmark = STAGE_SECONDS[stage]
-            seen = min(max(seconds / pace, benchmark * _BOUNDS[0]), benchmark * _BOUNDS[1])
-            self.weights[stage] += _LEARN_RATE * (seen - self.weights[stage])
+            seen = _bounded(seconds / STAGE_SECONDS[stage] / clock.load)
+            known = self.ratios.get(stage)
+            self.ratios[stage] = seen if known is None else known + _LEARN_RATE * (seen - known)
 
     def save(self) -> None:
         """Write it beside the jobs; a disk that refuses costs the next restart its estimate only."""
@@ -89,11 +100,15 @@ class StageMemory:
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"version": _VERSION, "pace": self.pace, "weights": self.weights}, indent=1), encoding="utf-8")
+            tmp.write_text(json.dumps({"version": _VERSION, "pace": self.pace, "ratios": self.ratios}, indent=1), encoding="utf-8")
             os.replace(tmp, self.path)
         except OSError as exc:
             log.warning("could not keep the stage timings in %s: %s", self.path, exc)
 
 
-def _within(value: float, reference: float, bounds: tuple[float, float]) -> bool:
-    return math.isfinite(value) and reference * bounds[0] <= value <= reference * bounds[1]
+def _within(value: float) -> bool:
+    return math.isfinite(value) and _BOUNDS[0] <= value <= _BOUNDS[1]
+
+
+def _bounded(value: float) -> float:
+    return min(max(value, _BOUNDS[0]), _BOUNDS[1])
