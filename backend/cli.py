@@ -35,6 +35,7 @@ from blend123.protocol.version import __version__
 from .console import JobBar
 from .images import load_rgba, save_rgba
 from .server.config import DEFAULT_BIND, STAGE_MEMORY_FILE, ServerConfig, default_jobs_dir
+from .server.stage_memory import StageMemory
 from .tasks import write_transforms
 
 EXIT_FAILED = 1
@@ -309,6 +310,14 @@ def run_job(client: Client, request: Message, quiet: bool, bar: JobBar | None = 
             bars.close()
 
 
+def _proxy_orbit_share(client: Client) -> float:
+    """The quick proxy orbit's share of a conversion as the backend measured it: from its
+    hello, or, for the command's own backend, from the stage timings it starts from."""
+    if client.server is not None:
+        return client.server.proxy_orbit_share
+    return StageMemory.load(default_jobs_dir() / STAGE_MEMORY_FILE).proxy_orbit_share()
+
+
 # --- commands -------------------------------------------------------------------------------------
 
 
@@ -463,9 +472,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     orbit = Orbit(image, list(args.elevations), settings=_settings(args))
     orbit.validate()
     Reconstruct(source_job="0" * 32, texture_size=args.texture_size, max_faces=args.max_faces, sds_model=args.sds_model).validate()
-    # One bar for the orbit and the mesh made from it.
-    bar = JobBar(enabled=not args.quiet, chain=ChainProgress.orbit_then_mesh(orbit.settings.model))
+    bar = JobBar(enabled=not args.quiet)
     with connect(args) as client, contextlib.closing(bar):
+        # One bar for the orbit and the mesh made from it, shared as the backend expects.
+        bar.chain = ChainProgress.orbit_then_mesh(orbit.settings.model, _proxy_orbit_share(client))
         orbit_id = ""
         if args.views_dir:
             views = _collect_views(client, orbit, args.views_dir, args.quiet, bar)

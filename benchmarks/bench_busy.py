@@ -10,8 +10,12 @@ Artists run the backend next to Blender, often while it renders. For each condit
   10% of the job was done (the ETA the CLI and the panel show, ``ChainProgress``).
 
 Each condition runs ``--repeat`` times; the table has medians, and the runs' seconds are
-printed with what the host stole from this virtual machine meanwhile (``steal``). Prints
-a markdown table and the busy/quiet ratio stage by stage; writes JSON to ``--out``.
+printed with what the host stole from this virtual machine meanwhile (``steal``). Every
+``serve`` keeps its jobs folder from the runs before, as a user's backend does, so it
+starts from the stage timings the machine showed in them (``stage_memory.py``); the very
+first run starts from the benchmark's (``rm`` the ``stage_seconds.json`` of the user's
+cache folder first for ``convert`` to do the same). Prints a markdown table and the
+busy/quiet ratio stage by stage; writes JSON to ``--out``.
 
     python benchmarks/bench_busy.py [--busy 2] [--repeat 3] [--image examples/duck.png] [--out benchmarks/results/busy.json]
 """
@@ -101,7 +105,9 @@ def serve(folder: Path):
 
 def staged_run(client: Client, image) -> dict:
     """Orbit + mesh with every progress event timed: stage seconds and the ETA's error."""
-    chain = ChainProgress.orbit_then_mesh("default")
+    # Shared as the CLI and the panel share it: by the backend's own measure.
+    chain = ChainProgress.orbit_then_mesh("default", client.server.proxy_orbit_share if client.server else -1.0)
+    stolen = _stolen_seconds()
     start = time.perf_counter()
     seen: list[tuple[float, str, float, float]] = []  # (time, stage, chain fraction, eta)
     raw: list[tuple[float, int, str, float]] = []  # (time, job, stage, stage fraction): to replay other estimators
@@ -121,6 +127,7 @@ def staged_run(client: Client, image) -> dict:
             elif isinstance(event, Done):
                 break
     total = time.perf_counter() - start
+    stolen = _stolen_seconds() - stolen
     stages: dict[str, float] = {}
     for (t0, stage, _, _), (t1, _, _, _) in zip(seen, seen[1:] + [(total, "", 1.0, 0.0)]):
         stages[stage] = stages.get(stage, 0.0) + (t1 - t0)
@@ -132,11 +139,13 @@ def staged_run(client: Client, image) -> dict:
         worst[stage] = max(worst.get(stage, 0.0), error)
     return {
         "total_s": total,
+        "stolen_s": stolen,
         "stages": stages,
         "eta_max_error_after_10pct": max(errors, default=0.0),
         "eta_mean_error_after_10pct": sum(errors) / max(len(errors), 1),
         "eta_worst_error_by_stage": worst,
         "events": raw,
+        "etas": seen,
     }
 
 
@@ -177,10 +186,14 @@ def main(argv: list[str] | None = None) -> dict:
                 "convert_runs_s": converts,
                 "stolen_s": stolen,
                 "total_s": statistics.median(r["total_s"] for r in staged),
+                "staged_runs": [
+                    {k: r[k] for k in ("total_s", "stolen_s", "eta_max_error_after_10pct", "eta_mean_error_after_10pct")} for r in staged
+                ],
                 "stages": {k: statistics.median(r["stages"].get(k, 0.0) for r in staged) for k in _keys(r["stages"] for r in staged)},
                 "eta_max_error_after_10pct": max(r["eta_max_error_after_10pct"] for r in staged),
                 "eta_mean_error_after_10pct": statistics.mean(r["eta_mean_error_after_10pct"] for r in staged),
                 "events": [r["events"] for r in staged],
+                "etas": [r["etas"] for r in staged],
                 "eta_worst_error_by_stage": {
                     k: max(r["eta_worst_error_by_stage"].get(k, 0.0) for r in staged) for k in _keys(r["eta_worst_error_by_stage"] for r in staged)
                 },
@@ -190,6 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"through serve {run['total_s']:.1f} s, ETA error after 10%: "
                   f"max {run['eta_max_error_after_10pct']:.0%}, mean {run['eta_mean_error_after_10pct']:.0%} "
                   f"(worst by stage: {', '.join(f'{k} {v:.0%}' for k, v in run['eta_worst_error_by_stage'].items())})", flush=True)
+            for r in run["staged_runs"]:
+                print(f"  through serve {r['total_s']:.1f} s (host stole {r['stolen_s']:.1f} s): ETA error after 10% "
+                      f"max {r['eta_max_error_after_10pct']:.0%}, mean {r['eta_mean_error_after_10pct']:.0%}", flush=True)
     quiet, busy = report["runs"].values()
     report["ratio"] = busy["convert_s"] / quiet["convert_s"]
     print(f"\n| stage | quiet s | busy s | ratio |\n|---|---|---|---|")

@@ -20,8 +20,10 @@ from .messages import Progress
 #: (``benchmarks/bench_busy.py``: its numpy views ran as fast on both, the reconstruction's
 #: torch stages 1.5x slower on the second), so the middle; a diffusion model's orbit takes
 #: most of the time (``benchmarks/bench_diffusion.py``: 21 denoised views).
-PROXY_ORBIT_SHARE = 0.125
+PROXY_ORBIT_SHARE = 0.125  # without a backend's own (``orbit_then_mesh``)
 DIFFUSION_ORBIT_SHARE = 0.8
+#: A backend's measured share outside these is taken for a fault, not a machine.
+_MIN_SHARE, _MAX_SHARE = 0.02, 0.5
 #: How much of the chain the expected pace counts for in the pace of the chain so far.
 _PRIOR_SHARE = 0.2
 #: A job's first estimate counts as the expected pace only while it has barely started.
@@ -46,11 +48,14 @@ class ChainProgress:
         self._expected_s = -1.0  # the whole chain at the first job's expected pace
 
     @classmethod
-    def orbit_then_mesh(cls, model: str) -> "ChainProgress":
-        share = orbit_share(model)
+    def orbit_then_mesh(cls, model: str, proxy_share: float = -1.0) -> "ChainProgress":
+        """``proxy_share``: the quick proxy's orbit's share as the backend measured it on its
+        machine (hello's ``proxy_orbit_share``); < 0: the built-in one."""
+        quick = settings.is_quick_proxy(model)
+        share = proxy_share if quick and _MIN_SHARE <= proxy_share <= _MAX_SHARE else orbit_share(model)
         # The backend's stage weights are the quick proxy's: a diffusion model's views take
         # far longer than they say, so its first estimate is no pace to start from.
-        return cls([share, 1.0 - share], expect=settings.is_quick_proxy(model))
+        return cls([share, 1.0 - share], expect=quick)
 
     def update(self, step: int, event: Progress) -> tuple[float, float]:
         """(fraction of the whole chain done, seconds left; < 0 unknown) after ``event`` of job ``step``."""

@@ -359,6 +359,9 @@ class HelloReply(Message):
     # The memory mode the heaviest diffusion model (SV3D) would load in now: "full",
     # "balanced" or "low" ("" from an older backend); each ModelInfo has its own.
     memory_mode: str = ""
+    # The quick proxy's orbit's share of Make Mesh (orbit, then the mesh) on this backend's
+    # machine, from the stage timings it has seen; < 0: unknown.
+    proxy_orbit_share: float = -1.0
 
 
 @message("pong")

@@ -127,6 +127,29 @@ def test_the_chain_shares_one_bar_between_the_orbit_and_the_mesh():
     assert orbit_share("default") < 0.5 < orbit_share("sv3d-p")
 
 
+def test_the_proxy_orbits_share_is_the_backends_measure_of_its_machine():
+    default = StageMemory()
+    stages = [s for s in JOB_STAGES["reconstruct"] if s != "load model"]
+    orbit = STAGE_SECONDS["load model"] + STAGE_SECONDS["views"]
+    assert default.proxy_orbit_share() == pytest.approx(orbit / (orbit + sum(STAGE_SECONDS[s] for s in stages)))
+    # A machine whose reconstruction runs 1.5x slower than its proxy views, as measured.
+    slow = StageMemory()
+    proxy = StageClock("orbit")
+    proxy.update("load model", 0.0, 0.0)
+    proxy.update("views", 0.0, STAGE_SECONDS["load model"])
+    proxy.finish(orbit)
+    slow.learn(proxy)
+    assert slow.proxy_orbit_share() == pytest.approx(default.proxy_orbit_share())
+    slow.learn(_finished_clock(lambda s: 1.5 * STAGE_SECONDS[s]))
+    assert slow.proxy_orbit_share() == pytest.approx(orbit / (orbit + 1.5 * sum(STAGE_SECONDS[s] for s in stages)))
+    # The bar takes the backend's share for the quick proxy, its own where there is none or
+    # it makes no sense, and never for a diffusion model's orbit.
+    assert ChainProgress.orbit_then_mesh("default", 0.09).shares == pytest.approx([0.09, 0.91])
+    for share in (-1.0, 0.0, 0.9, float("nan")):
+        assert ChainProgress.orbit_then_mesh("default", share).shares[0] == orbit_share("default")
+    assert ChainProgress.orbit_then_mesh("sv3d-p", 0.09).shares[0] == orbit_share("sv3d-p")
+
+
 def test_a_diffusion_orbit_starts_the_chain_from_no_expected_pace():
     # The backend weighs stages by the quick proxy's benchmark: a diffusion model's first
     # estimate would say its orbit takes a second.

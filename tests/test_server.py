@@ -27,6 +27,7 @@ def test_hello_describes_the_backend(server, client_factory):
     default = next(m for m in reply.models if m.name == "default")
     assert default.available and "proxy" in default.description
     assert reply.limits["max_queue"] == server.config.max_queue
+    assert reply.proxy_orbit_share == pytest.approx(server.stage_memory.proxy_orbit_share()) and 0.05 < reply.proxy_orbit_share < 0.3
     # Background removal for photos is listed, available or with what to install.
     assert reply.matting is not None and (reply.matting.available or "matting" in reply.matting.hint)
 

@@ -314,6 +314,7 @@ class Server:
                 "max_frames": limits.max_frames,
             },
             matting=ModelInfo("matting", "matting", matting.available, matting.detail, matting.hint),
+            proxy_orbit_share=self.stage_memory.proxy_orbit_share(),
         )
 
     def _pong(self, who: bytes, asked: list[str], peer: bytes = b"") -> Pong:

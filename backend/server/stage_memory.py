@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..progress import STAGE_SECONDS, StageClock
+from ..progress import JOB_STAGES, STAGE_SECONDS, StageClock
 
 log = logging.getLogger("blend123.worker")
 
@@ -55,6 +55,14 @@ class StageMemory:
         """``STAGE_SECONDS`` re-weighed for this machine (at :attr:`pace`, as a clock's prior)."""
         scales = self.scales()
         return {stage: seconds * scales.get(stage, 1.0) for stage, seconds in STAGE_SECONDS.items()}
+
+    def proxy_orbit_share(self) -> float:
+        """The quick proxy's orbit's share of Make Mesh (its orbit, then a reconstruction
+        without a model to load) on this machine, for the client's one progress bar."""
+        weights = self.weights()
+        orbit = sum(weights[stage] for stage in JOB_STAGES["orbit"])
+        mesh = sum(weights[stage] for stage in JOB_STAGES["reconstruct"] if stage != "load model")
+        return orbit / (orbit + mesh)
 
     @classmethod
     def load(cls, path: Path | None) -> "StageMemory":
