@@ -168,6 +168,7 @@ def test_only_jobs_the_benchmark_weighed_teach_the_worker_its_pace():
     assert _weighed_by_the_benchmark(Orbit(image, [0.0]))  # the quick proxy's views
     assert not _weighed_by_the_benchmark(Orbit(image, [0.0], settings=GenerationSettings(model="sv3d-p")))
     assert not _weighed_by_the_benchmark(NovelView(image, np.zeros((1, 3)), settings=GenerationSettings(model="zero123-xl")))
+    assert not _weighed_by_the_benchmark(Reconstruct(source_job="x", sds_model="zero123-xl"))  # a diffusion model in the fit
 
 
 def test_a_server_job_reports_a_monotone_whole_job_fraction_and_eta(server, client_factory, reference_image):

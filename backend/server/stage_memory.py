@@ -49,7 +49,8 @@ class StageMemory:
 
     def scales(self) -> dict[str, float]:
         """Each timed stage's ratio relative to the pace: its weight per benchmark second."""
-        return {stage: ratio / self.pace for stage, ratio in self.ratios.items()}
+        ratios, pace = self.ratios, self.pace  # replaced whole by ``learn``, never changed in place
+        return {stage: ratio / pace for stage, ratio in ratios.items()}
 
     def weights(self) -> dict[str, float]:
         """``STAGE_SECONDS`` re-weighed for this machine (at :attr:`pace`, as a clock's prior)."""
@@ -94,12 +95,15 @@ class StageMemory:
         self.pace = _bounded(sum(clock.stage_seconds.values()) / sum(bench.values()) / clock.load)
         if clock.load > _QUIET_LOAD:
             return
+        # A new dict, swapped in whole: the server thread reads it for hello meanwhile.
+        ratios = dict(self.ratios)
         for stage, seconds in clock.stage_seconds.items():
             if stage in clock.planned or stage not in STAGE_SECONDS:
                 continue
             seen = _bounded(seconds / STAGE_SECONDS[stage] / clock.load)
-            known = self.ratios.get(stage)
-            self.ratios[stage] = seen if known is None else known + _LEARN_RATE * (seen - known)
+            known = ratios.get(stage)
+            ratios[stage] = seen if known is None else known + _LEARN_RATE * (seen - known)
+        self.ratios = ratios
 
     def save(self) -> None:
         """Write it beside the jobs; a disk that refuses costs the next restart its estimate only."""

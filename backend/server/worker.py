@@ -28,12 +28,12 @@ from ..cpu_share import LoadMeter
 from ..device import loaded_torch
 from ..images import ImageError
 from ..progress import JobCancelled, StageClock, load_pace
-from .stage_memory import StageMemory
 from ..synthesis.registry import ResidentModel, free_accelerator_memory
 from ..tasks import TaskContext, run_task
 from .jobs import Job, JobQueue
 from .jobstore import JobStore, is_disk_full, is_job_id
 from .outbox import Outbox
+from .stage_memory import StageMemory
 
 log = logging.getLogger("blend123.worker")
 
@@ -45,10 +45,10 @@ _PACE_FROM_WORK_S = 0.5
 
 def _weighed_by_the_benchmark(request: Message | None) -> bool:
     """Jobs whose stages ``STAGE_SECONDS`` measured: a reconstruction, the quick proxy's
-    views. A diffusion model's views take far longer than their weight, so their pace says
-    nothing of the machine's."""
+    views. A diffusion model's views (or its SDS guidance in the fit) take far longer than
+    their weight, so their pace says nothing of the machine's."""
     if isinstance(request, Reconstruct):
-        return True
+        return not request.sds_model
     return isinstance(request, (Orbit, NovelView)) and is_quick_proxy(request.settings.model)
 
 
