@@ -54,7 +54,7 @@ def pump(s: Session, max_events: int = EVENTS_PER_TICK) -> int:
     if s.client is None or s.server is None:
         return 0
     received = s.client.poll(max_events)
-    if received:
+    if any(not _connection_alarm(event) for event in received):
         s.heard()
     for event in events + received:
         if _connection_alarm(event):

@@ -191,8 +191,11 @@ class Session:
     # --- health -----------------------------------------------------------------------------------
 
     def heard(self) -> None:
-        """Something arrived from the backend: it is alive (no ping needed for a while)."""
-        if not self.lost:
+        """Something arrived from the backend: it is alive (no ping needed for a while), or,
+        if it was lost, back: reconnect at the next tick, not after the reconnect interval."""
+        if self.lost:
+            self._next_ping = 0.0
+        else:
             self._last_answer = time.monotonic()
 
     def check_health(self) -> list[Message]:

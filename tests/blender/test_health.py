@@ -129,6 +129,16 @@ def test_a_job_killed_with_its_backend_is_reported_lost_not_resumable(watched, r
     assert error in texts and not any("Resume" in t for t in texts)
 
 
+def test_an_answer_on_the_event_stream_brings_a_lost_backend_back_at_once(watched):
+    session = watched
+    session.mark_lost()  # as if the pings had gone unanswered
+    session._next_ping = time.monotonic() + 60.0  # and the next reconnect attempt far off
+    assert not session.connected
+    session.heard()  # a job's event arrived: the backend is there
+    session.check_health()
+    assert session.connected and session.status.startswith("connected to ")
+
+
 def test_a_job_that_outlives_a_lost_connection_is_resumed(watched, restartable):
     session, health = watched, ext("session")
     scene = bpy.context.scene
