@@ -127,7 +127,7 @@ class StageClock:
         self.pace = prior_pace  # the latest estimate, for the machine's next job
         self.worked_s = 0.0  # benchmark seconds of work done
         self.stage_seconds: dict[str, float] = {}  # wall seconds of each stage that ended
-        self.planned: set[str] = set()  # stages that ran otherwise than in the benchmark
+        self.planned: dict[str, float] = {}  # stages run otherwise than in the benchmark: its seconds
         self._current = -1
         self._stage_started = 0.0
         self._overall = 0.0
@@ -137,8 +137,8 @@ class StageClock:
 
     def plan(self, stage: str, seconds: float) -> None:
         """``stage`` (still to come or running) will take ``seconds`` at the benchmark's pace."""
-        self.weights[stage] = max(0.0, float(seconds)) * self.scales.get(stage, 1.0)
-        self.planned.add(stage)
+        self.planned[stage] = max(0.0, float(seconds))
+        self.weights[stage] = self.planned[stage] * self.scales.get(stage, 1.0)
 
     def finish(self, elapsed_s: float) -> None:
         """The job ended ``elapsed_s`` after it started: the running stage's time is known."""

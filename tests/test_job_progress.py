@@ -223,7 +223,7 @@ def _finished_clock(seconds_of, load: float = 1.0, plan: dict[str, float] | None
 def test_the_clock_times_each_stage_and_knows_which_were_planned():
     clock = _finished_clock(lambda s: 2.0 * STAGE_SECONDS[s], plan={"uv": 1.0})
     assert clock.stage_seconds == pytest.approx({s: 2.0 * STAGE_SECONDS[s] for s in JOB_STAGES["reconstruct"][1:]})
-    assert clock.planned == {"uv"}
+    assert clock.planned == {"uv": 1.0}
 
 
 def test_a_machine_whose_fit_and_bake_are_slow_learns_their_weights():
@@ -235,8 +235,7 @@ def test_a_machine_whose_fit_and_bake_are_slow_learns_their_weights():
     total = sum(seconds_of(s) for s in stages)
 
     def first_estimate(memory: StageMemory) -> float:
-        clock = StageClock("reconstruct", memory.weights(), prior_pace=memory.pace, scales=memory.scales())
-        return clock.update("carve", 0.0, 1e-3)[1]
+        return memory.clock("reconstruct").update("carve", 0.0, 1e-3)[1]
 
     memory = StageMemory()
     orbit = StageClock("orbit")
@@ -251,7 +250,7 @@ def test_a_machine_whose_fit_and_bake_are_slow_learns_their_weights():
     memory.learn(orbit)  # Make Mesh again: the orbit's pace, and the stages it knows
     assert first_estimate(memory) == pytest.approx(total, rel=0.03)
     # A plan is in benchmark seconds, at the stage's own ratio on this machine.
-    clock = StageClock("reconstruct", memory.weights(), prior_pace=memory.pace, scales=memory.scales())
+    clock = memory.clock("reconstruct")
     clock.plan("photo", ONE_WORKER_PHOTO_SECONDS)
     assert clock.weights["photo"] * memory.pace == pytest.approx(ONE_WORKER_PHOTO_SECONDS * 1.3)
 

@@ -57,6 +57,11 @@ class StageMemory:
         scales = self.scales()
         return {stage: seconds * scales.get(stage, 1.0) for stage, seconds in STAGE_SECONDS.items()}
 
+    def clock(self, kind: str, load: float = 1.0) -> StageClock:
+        """A clock for a job of ``kind`` that starts from this machine's timings, slowed by
+        ``load`` (``load_pace``: what other processes' work costs it now)."""
+        return StageClock(kind, self.weights(), prior_pace=self.pace * load, load=load, scales=self.scales())
+
     def proxy_orbit_share(self) -> float:
         """The quick proxy's orbit's share of Make Mesh (its orbit, then a reconstruction
         without a model to load) on this machine, for the client's one progress bar."""
@@ -88,8 +93,7 @@ class StageMemory:
     def learn(self, clock: StageClock) -> None:
         """Take in a finished job that ran alone (call :meth:`StageClock.finish` first)."""
         # A stage planned otherwise was weighed in benchmark seconds by its plan.
-        bench = {stage: clock.weights.get(stage, 1.0) / clock.scales.get(stage, 1.0) if stage in clock.planned
-                 else STAGE_SECONDS.get(stage, 1.0) for stage in clock.stage_seconds}
+        bench = {stage: clock.planned.get(stage, STAGE_SECONDS.get(stage, 1.0)) for stage in clock.stage_seconds}
         if sum(bench.values()) <= 0 or clock.load <= 0:
             return
         self.pace = _bounded(sum(clock.stage_seconds.values()) / sum(bench.values()) / clock.load)

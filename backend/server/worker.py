@@ -145,7 +145,7 @@ class Worker(threading.Thread):
         alone = self.beside is None or not self.beside.is_alive()
         load = load_pace(self._load.free(settle_s=_LOAD_SETTLE_S), self._load.cpus)
         memory = self.stage_memory
-        clock = StageClock(job.kind, memory.weights(), prior_pace=memory.pace * load, load=load, scales=memory.scales())
+        clock = memory.clock(job.kind, load)
         ctx = TaskContext(
             job_id=job.id,
             folder=self.store.folder(job.id),
