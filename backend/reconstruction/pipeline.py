@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from ..cpu_share import CpuShare
 from ..progress import ONE_WORKER_PHOTO_SECONDS, STAGE_SECONDS, PlanFn, ProgressFn, no_plan, no_progress, sub_progress, unwrap_seconds
@@ -331,8 +330,7 @@ def _refine_and_finish(
             # Texels no view saw: the SDS-painted albedo, lit as the views would show it,
             # so that de-lighting below turns it back into albedo like every other texel.
             unseen = weight <= 1e-3
-            with torch.no_grad():
-                shading = light.shading(torch.as_tensor(surface.normals[unseen], dtype=torch.float32)).numpy()
+            shading = light.shading_at(surface.normals[unseen])
             rgb[unseen] = linear_to_srgb(surface.values[unseen] * shading[:, None])
             weight = np.where(unseen, 1.0, weight)
         if light is not None:
@@ -363,8 +361,7 @@ def _delight(rgb: np.ndarray, normals: np.ndarray, light: SGLight) -> np.ndarray
     Normalises the albedo so its bright end is 1 and scales ``light`` by the inverse, so
     the product (what the views show) is unchanged.
     """
-    with torch.no_grad():
-        shading = light.shading(torch.as_tensor(normals, dtype=torch.float32)).numpy().astype(np.float64)
+    shading = light.shading_at(normals)
     shading = np.maximum(shading, _MIN_SHADING * max(float(np.median(shading)), 1e-12))
     albedo = srgb_to_linear(rgb.astype(np.float64)) / shading[:, None]
     scale = float(np.percentile(albedo.max(1), _ALBEDO_PERCENTILE)) if len(albedo) else 1.0
