@@ -72,25 +72,62 @@ def _machine_busy_seconds() -> tuple[float, float] | None:
     return (sum(ticks) - idle) / hz, sum(ticks) / hz
 
 
+def _process_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of process ``pid`` from ``/proc``; None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            # The command name (field 2) may hold spaces: count the fields after its ")".
+            fields = stat.read().rsplit(")", 1)[1].split()
+        hz = float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, IndexError, ValueError, AttributeError):
+        return None
+    return (float(fields[11]) + float(fields[12])) / hz  # utime, stime (fields 14 and 15)
+
+
+def _own_cpu_seconds(helpers: set[int]) -> float:
+    """CPU time of this process, of its children that have ended, and of the helper
+    processes in ``helpers`` still running (those that ended are dropped from it: their
+    time is in the children's once waited for)."""
+    times = os.times()
+    own = times.user + times.system + times.children_user + times.children_system
+    for pid in list(helpers):
+        seconds = _process_cpu_seconds(pid)
+        if seconds is None:
+            helpers.discard(pid)
+        else:
+            own += seconds
+    return own
+
+
 @dataclass
 class _Sample:
     own_cpu: float
     machine: tuple[float, float] | None
 
 
-def _sample() -> _Sample:
-    return _Sample(time.process_time(), _machine_busy_seconds())
+def _sample(helpers: set[int]) -> _Sample:
+    return _Sample(_own_cpu_seconds(helpers), _machine_busy_seconds())
 
 
 class LoadMeter:
     """How many CPUs' worth of work other processes do: the machine's busy time since the
-    last measurement minus this process's own (``/proc/stat``; the load average elsewhere)."""
+    last measurement minus this process's own (``/proc/stat``; the load average elsewhere).
+    Its own includes its children's and the helper processes :meth:`count_as_own` names:
+    the unwrap beside the light fit is not another program taking a CPU."""
 
     def __init__(self) -> None:
         # A scheduler's allowance (Ray sets OMP_NUM_THREADS to a worker's CPUs) caps it.
         self.cpus = min(usable_cpus(), _allowance() or usable_cpus())
-        self._last = _sample()
+        self._helpers: set[int] = set()
+        self._last = _sample(self._helpers)
         self._estimate = 0.0
+
+    def count_as_own(self, pid: int) -> None:
+        """Count helper process ``pid``'s CPU time, from now, as this process's own."""
+        seconds = _process_cpu_seconds(pid)
+        if seconds is not None:
+            self._helpers.add(pid)
+            self._last.own_cpu += seconds  # what it did before now is no part of the next span
 
     def others_busy(self, settle_s: float = 0.0) -> float:
         """CPUs' worth of work other processes did since the last measurement; waits up to
@@ -99,7 +136,7 @@ class LoadMeter:
             wait = _MIN_TICKS_S * self.cpus - self._ticked()
             if wait > 0:
                 time.sleep(min(settle_s, wait / max(self.cpus, 1)))
-        now = _sample()
+        now = _sample(self._helpers)
         last = self._last
         if now.machine is None or last.machine is None:
             return max(0.0, os.getloadavg()[0] - 1.0) if hasattr(os, "getloadavg") else 0.0
@@ -146,6 +183,10 @@ class CpuShare:
     def others_busy(self) -> float:
         """CPUs' worth of work other processes did since the last measurement."""
         return self._meter.others_busy()
+
+    def count_as_own(self, pid: int) -> None:
+        """A helper process of this job's: its CPU time is not others' load."""
+        self._meter.count_as_own(pid)
 
     def adjust(self) -> int:
         if self._pinned > 0:

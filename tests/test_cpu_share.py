@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from blend123.backend.cpu_share import CpuShare, usable_cpus
+from blend123.backend.cpu_share import CpuShare, LoadMeter, usable_cpus
 
 
 def test_a_pinned_count_is_used_and_restored():
@@ -90,3 +90,29 @@ def test_at_most_leaves_a_pinned_count_alone():
             assert torch.get_num_threads() == 2  # the user asked for two
     finally:
         share.restore()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads the machine's CPU counters from /proc")
+def test_a_helper_process_counted_as_own_is_not_others_load():
+    # The unwrap beside the light fit is the job's own work: the bake after it may use
+    # the core it ran on. An unrelated busy process still counts as others'.
+    helper = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        meter = LoadMeter()
+        meter.count_as_own(helper.pid)
+        time.sleep(0.6)
+        own = meter.others_busy()
+        stranger = LoadMeter()
+        time.sleep(0.6)
+        assert stranger.others_busy() > 0.6  # the same process, not named: a CPU's worth
+        assert own < 0.4, own
+    finally:
+        helper.kill()
+        helper.wait()
+
+
+def test_a_finished_child_is_own_work():
+    meter = LoadMeter()
+    subprocess.run([sys.executable, "-c", "import time; t = time.process_time()\nwhile time.process_time() - t < 0.6: pass"], check=True)
+    assert meter.others_busy() < 0.4 * meter.cpus

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from blend123.backend.reconstruction import texture as texture_module
 from blend123.backend.reconstruction.texture import TexelSurface, bake, register_views
 from blend123.protocol.camera import SphericalPose, focal_px
 
@@ -185,3 +186,24 @@ def test_shifts_are_kept_only_where_they_bring_the_views_together():
     assert np.abs(checked(*consistent, shifts)).max() == 0.0  # moved apart: dropped
     misregistered = views(checker, shifts)
     np.testing.assert_array_equal(checked(*misregistered, shifts), shifts)  # brought together: kept
+
+
+def test_threads_change_nothing_in_the_bake_or_the_registration():
+    # Views, chunks of texels and per-view fits on two threads: the same numbers as one.
+    rng = np.random.default_rng(5)
+    angles = rng.uniform(0, 2 * np.pi, len(POSES))
+    shifts = np.stack([1.2 * np.cos(angles), 1.2 * np.sin(angles)], axis=1)
+    images, c2w = views(checker, shifts, rng.uniform(0.92, 1.08, (len(POSES), 3)))
+    v, f = card()
+    surface = texels(0.002)  # several chunks of texels
+    assert len(surface.positions) > 2 * texture_module._CHUNK_TEXELS
+    one = bake(surface, v, f, images, c2w, ANGLE, workers=1)
+    two = bake(surface, v, f, images, c2w, ANGLE, workers=2)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    small = texels(0.01)
+    one = register_views(v, f, images, c2w, ANGLE, small.positions, small.normals, workers=1)
+    two = register_views(v, f, images, c2w, ANGLE, small.positions, small.normals, workers=2)
+    assert np.abs(one[2]).max() > 0.5  # the views were registered: the threads had work to agree on
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)

@@ -30,7 +30,7 @@ Runs with torch on the CPU or CUDA.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,6 +42,7 @@ from scipy import ndimage
 from blend123.protocol.camera import focal_px, pixel_rays
 
 from .carve import HullGrid
+from .parallel import in_order
 from .projection import camera_to_pixels, world_to_camera
 
 
@@ -136,20 +137,13 @@ def photo_carve(
         return depth, view_free, view_surface
 
     depths = []
-    with ThreadPoolExecutor(max(1, workers) if device.type == "cpu" else 1, thread_name_prefix="blend123-photo") as pool:
-        futures = [pool.submit(walk_view, i) for i in range(count)]
-        try:
-            for i, future in enumerate(futures):  # summed in view order
-                depth, view_free, view_surface = future.result()
-                votes.free += view_free
-                votes.surface += view_surface
-                votes.views += (view_free > 0).to(votes.views.dtype)
-                depths.append(depth)
-                on_progress(_SHARES[0] + (_SHARES[1] - _SHARES[0]) * (i + 1) / count)
-        except BaseException:  # cancelled (or failed): views not started yet never start
-            for future in futures:
-                future.cancel()
-            raise
+    with closing(in_order(walk_view, range(count), workers if device.type == "cpu" else 1, "blend123-photo")) as walked:
+        for i, (depth, view_free, view_surface) in enumerate(walked):  # summed in view order
+            votes.free += view_free
+            votes.surface += view_surface
+            votes.views += (view_free > 0).to(votes.views.dtype)
+            depths.append(depth)
+            on_progress(_SHARES[0] + (_SHARES[1] - _SHARES[0]) * (i + 1) / count)
     free = votes.decide(options)
     field_np = _carved_field(hull, free, options.vote_stride, options.margin_voxels)
     on_progress(1.0)

@@ -200,7 +200,8 @@ def _reconstruct(
             # register them on the hull's rough surface, then carve again from the
             # registered silhouettes. Views that already agree come back unchanged.
             rough_v, rough_f = decimate(*extract_surface(grid, options.field_smoothing), _REGISTER_FACES)
-            registered, gains, shifts = register_views(rough_v, rough_f, images, c2w, camera_angle_x)
+            with stage.cpu.at_most(1):  # threads of its own, one view each: the free CPUs
+                registered, gains, shifts = register_views(rough_v, rough_f, images, c2w, camera_angle_x, workers=stage.cpu.threads)
             if np.abs(shifts).max() > _REGISTERED_SHIFT_PX or np.abs(gains - 1.0).max() > _REGISTERED_GAIN:
                 log.info("views registered: gains %.3f-%.3f, shifts up to %.2f px", gains.min(), gains.max(), np.abs(shifts).max())
                 images, drifted = registered, True
@@ -246,6 +247,8 @@ def _reconstruct(
     beside = None
     if options.refine_offsets == 0 and stage.cpu.threads >= 2 and len(faces) >= _UNWRAP_BESIDE_FACES:
         beside = UnwrapBeside(vertices, faces, *unwrap_args)
+        if beside.pid is not None:  # its core is this job's, not taken by another program
+            stage.cpu.count_as_own(beside.pid)
     stage.plan("uv", unwrap_seconds(len(faces), beside=beside is not None))
     try:
         return _refine_and_finish(images, c2w, camera_angle_x, options, stage, guide, vertices, faces, beside, unwrap_args)
@@ -304,7 +307,8 @@ def _refine_and_finish(
         # One blocking xatlas call (or waiting for the helper's): cancellation takes effect when it returns.
         uv_mesh = beside.result() if beside is not None else unwrap(vertices, faces, *unwrap_args)
 
-    with stage("texture"):
+    # The bake's threads take a view or a chunk of texels each, torch's one thread apiece.
+    with stage("texture"), stage.cpu.at_most(1):
         normals = vertex_normals(vertices, faces)[uv_mesh.source]
         painted = guide is not None and fit is not None and light is not None
         surface = texel_surface(
@@ -325,6 +329,7 @@ def _refine_and_finish(
             camera_angle_x,
             on_progress=sub_progress(progress, "texture", _TEXTURE_SHARES[0], _TEXTURE_SHARES[1]),
             align=options.register_views,  # views known to agree need no gain or shift fit
+            workers=stage.cpu.threads,
         )
         if painted:
             # Texels no view saw: the SDS-painted albedo, lit as the views would show it,
