@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blend123.backend.progress import JOB_STAGES, ONE_WORKER_PHOTO_SECONDS, STAGE_SECONDS, StageClock, load_pace, unwrap_seconds
+from blend123.backend.progress import JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, load_pace, unwrap_seconds
 from blend123.backend.server.stage_memory import StageMemory
 from blend123.protocol.job_progress import ChainProgress, orbit_share
 from blend123.protocol.messages import Orbit, Progress, Reconstruct
@@ -88,10 +88,10 @@ def test_a_plan_moves_the_estimate_and_never_the_bar_back():
     clock = StageClock("reconstruct")
     clock.update("carve", 1.0, STAGE_SECONDS["carve"])
     before, eta = clock.update("photo", 0.0, STAGE_SECONDS["carve"])
-    clock.plan("photo", ONE_WORKER_PHOTO_SECONDS)
+    clock.plan("photo", ONE_WORKER_SECONDS["photo"])
     clock.plan("uv", unwrap_seconds(50_000, beside=False))
     after, planned = clock.update("photo", 0.0, STAGE_SECONDS["carve"] + 0.01)
-    extra = ONE_WORKER_PHOTO_SECONDS - STAGE_SECONDS["photo"] + unwrap_seconds(50_000, beside=False) - STAGE_SECONDS["uv"]
+    extra = ONE_WORKER_SECONDS["photo"] - STAGE_SECONDS["photo"] + unwrap_seconds(50_000, beside=False) - STAGE_SECONDS["uv"]
     assert after == before  # the work left grew: the bar holds
     assert planned - eta > 0.8 * extra
     assert unwrap_seconds(25_000, beside=False) == unwrap_seconds(50_000, beside=False) / 2
@@ -251,8 +251,8 @@ def test_a_machine_whose_fit_and_bake_are_slow_learns_their_weights():
     assert first_estimate(memory) == pytest.approx(total, rel=0.03)
     # A plan is in benchmark seconds, at the stage's own ratio on this machine.
     clock = memory.clock("reconstruct")
-    clock.plan("photo", ONE_WORKER_PHOTO_SECONDS)
-    assert clock.weights["photo"] * memory.pace == pytest.approx(ONE_WORKER_PHOTO_SECONDS * 1.3)
+    clock.plan("photo", ONE_WORKER_SECONDS["photo"])
+    assert clock.weights["photo"] * memory.pace == pytest.approx(ONE_WORKER_SECONDS["photo"] * 1.3)
 
 
 def test_only_unloaded_unplanned_stages_teach_their_ratios():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from .recon_fixtures import FAST_OPTIONS, face_centroid_colours, reconstruction, scene
 
-from blend123.backend.progress import ONE_WORKER_PHOTO_SECONDS, STAGE_SECONDS, JobCancelled, unwrap_seconds
+from blend123.backend.progress import ONE_WORKER_SECONDS, STAGE_SECONDS, JobCancelled, unwrap_seconds
 from benchmarks.quality import synthetic
 from benchmarks.quality.surface_metrics import bbox_diagonal, f_score, sample_surface
 from blend123.backend.reconstruction.pipeline import STAGES, ReconstructionOptions, reconstruct
@@ -149,12 +149,14 @@ def test_bad_options_are_refused_clearly():
 
 
 def test_stages_that_run_otherwise_than_in_the_benchmark_say_so():
-    """On one CPU, photo carving walks one view at a time and the unwrap waits for the fit:
-    the progress clock hears both, in benchmark seconds, as soon as they are decided."""
+    """On one CPU, photo carving walks one view at a time, the bake does one chunk at a
+    time and the unwrap waits for the fit: the progress clock hears each, in benchmark
+    seconds, as soon as it is decided."""
     s = scene()
     planned: list[tuple[str, float]] = []
     options = dataclasses.replace(FAST_OPTIONS, grid_resolution=48, threads=1)
     result = reconstruct(s.images, s.c2w, s.camera_angle_x, options, plan=lambda stage, seconds: planned.append((stage, seconds)))
-    assert ("photo", ONE_WORKER_PHOTO_SECONDS) in planned
+    assert ("photo", ONE_WORKER_SECONDS["photo"]) in planned
+    assert ("texture", ONE_WORKER_SECONDS["texture"]) in planned  # the bake one chunk at a time
     uv = [seconds for stage, seconds in planned if stage == "uv"]
     assert uv[-1] == pytest.approx(unwrap_seconds(len(result.faces), beside=False), rel=0.2) and uv[-1] > STAGE_SECONDS["uv"]

@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from ..cpu_share import CpuShare
-from ..progress import ONE_WORKER_PHOTO_SECONDS, STAGE_SECONDS, PlanFn, ProgressFn, no_plan, no_progress, sub_progress, unwrap_seconds
+from ..progress import ONE_WORKER_SECONDS, STAGE_SECONDS, PlanFn, ProgressFn, no_plan, no_progress, sub_progress, unwrap_seconds
 from .carve import Silhouettes, carve
 from .export import export_glb
 from .light import SGLight, benchmark_view
@@ -56,9 +56,11 @@ _REGISTERED_GAIN = 0.02
 #: The albedo texture is normalised so this percentile of its brightest channel is 1
 #: (the light takes the inverse factor: albedo and light trade a global scale).
 _ALBEDO_PERCENTILE = 99.5
-#: Where the texture stage's parts end, as fractions of it (duck, 2-core CPU: texels 0.42 s,
-#: bake 1.2 s, de-lighting 0.32 s, fill 0.15 s): the bar moves at an even pace through all.
-_TEXTURE_SHARES = (0.2, 0.77, 0.92)
+#: Where the texture stage's parts end, as fractions of it (texels, bake, de-lighting, then
+#: the fill; duck and mug, 2-core CPU, reached at 0.19-0.24, 0.84-0.88 and 0.91-0.93 of
+#: the stage's time on two threads, 0.16-0.19, 0.87-0.91, 0.93-0.95 on one): the bar
+#: moves at an even pace through all.
+_TEXTURE_SHARES = (0.21, 0.87, 0.93)
 #: Where the carve stage's parts end: the masks' distance fields (11-22% of it), then the
 #: carving; with registration: the distance fields, the first carving, the registration,
 #: the second distance fields (the second carving ends the stage).
@@ -218,7 +220,7 @@ def _reconstruct(
         device = resolve_device(options.device)
         workers = stage.cpu.threads  # the free CPUs, measured as the stage started
         if workers < 2:  # one view at a time, and (likely) no CPU free to unwrap beside the fit
-            stage.plan("photo", ONE_WORKER_PHOTO_SECONDS if device.type == "cpu" else STAGE_SECONDS["photo"])
+            stage.plan("photo", ONE_WORKER_SECONDS["photo"] if device.type == "cpu" else STAGE_SECONDS["photo"])
             stage.plan("uv", unwrap_seconds(options.max_faces, beside=False))
         if options.photo_carving:
             grid = photo_carve(
@@ -309,6 +311,8 @@ def _refine_and_finish(
 
     # The bake's threads take a view or a chunk of texels each, torch's one thread apiece.
     with stage("texture"), stage.cpu.at_most(1):
+        if stage.cpu.threads < 2:
+            stage.plan("texture", ONE_WORKER_SECONDS["texture"])
         normals = vertex_normals(vertices, faces)[uv_mesh.source]
         painted = guide is not None and fit is not None and light is not None
         surface = texel_surface(
