@@ -57,10 +57,11 @@ _REGISTERED_GAIN = 0.02
 #: (the light takes the inverse factor: albedo and light trade a global scale).
 _ALBEDO_PERCENTILE = 99.5
 #: Where the texture stage's parts end, as fractions of it (texels, bake, de-lighting, then
-#: the fill; duck and mug, 2-core CPU, reached at 0.19-0.24, 0.84-0.88 and 0.91-0.93 of
-#: the stage's time on two threads, 0.16-0.19, 0.87-0.91, 0.93-0.95 on one): the bar
-#: moves at an even pace through all.
-_TEXTURE_SHARES = (0.21, 0.87, 0.93)
+#: the fill; 2-core CPU, two threads: reached at 0.19-0.24, 0.84-0.88 and 0.91-0.93 of the
+#: stage's time for the duck and the mug in-process, 0.29, 0.80 and 0.90 through
+#: ``blend123 serve``; on one thread 0.16-0.19, 0.87-0.91, 0.93-0.95): the bar moves at an
+#: even pace through all.
+_TEXTURE_SHARES = (0.25, 0.83, 0.91)
 #: Where the carve stage's parts end: the masks' distance fields (11-22% of it), then the
 #: carving; with registration: the distance fields, the first carving, the registration,
 #: the second distance fields (the second carving ends the stage).
