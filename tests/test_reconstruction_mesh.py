@@ -15,7 +15,7 @@ from blend123.backend.reconstruction.mesh import (
     taubin_smooth,
     vertex_normals,
 )
-from blend123.backend.reconstruction.texture import texel_surface
+from blend123.backend.reconstruction.texels import texel_surface
 from blend123.backend.reconstruction.uv import unwrap
 
 

@@ -13,6 +13,7 @@ import pytest
 import trimesh
 
 from blend123.backend.reconstruction import uv
+from blend123.backend.reconstruction.texels import texel_surface
 from blend123.backend.reconstruction.uv import UnwrapBeside, unwrap
 
 
@@ -34,11 +35,26 @@ def test_the_helper_returns_exactly_what_unwrap_returns():
     assert beside.pid is None  # collected and gone
 
 
+def test_given_normals_the_helper_lays_out_the_texels_too():
+    vertices, faces = _mesh()
+    normals = vertices / np.linalg.norm(vertices, axis=1, keepdims=True)
+    beside = UnwrapBeside(vertices, faces, 256, 4, 0.01, normals=normals)
+    uvs = beside.result()
+    here = texel_surface(uvs.vertices, uvs.faces, uvs.uvs, normals[uvs.source], 256)
+    assert beside.texels is not None and len(here.rows) > 0.3 * 256 * 256  # the atlas's texels
+    for name in ("rows", "cols", "positions", "normals"):
+        np.testing.assert_array_equal(getattr(beside.texels, name), getattr(here, name))
+    plain = UnwrapBeside(vertices, faces, 256, 4, 0.01)
+    plain.result()
+    assert plain.texels is None  # without normals: UVs only
+
+
 def test_a_killed_helper_still_gives_uvs():
     vertices, faces = _mesh()
-    beside = UnwrapBeside(vertices, faces, 256, 4, 0.01)
+    beside = UnwrapBeside(vertices, faces, 256, 4, 0.01, normals=vertices)
     os.kill(beside.pid, signal.SIGKILL)
     _same(beside.result(), unwrap(vertices, faces, 256, 4, 0.01))
+    assert beside.texels is None  # the caller lays them out
 
 
 def test_no_helper_process_to_be_had_unwraps_here(monkeypatch):
@@ -103,3 +119,24 @@ def test_a_reconstruction_cancelled_during_the_fit_leaves_no_helper(monkeypatch)
         pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options, progress)
     assert helpers, "the unwrap did not run in a helper process"
     assert not [pid for pid in helpers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_texels_laid_out_by_the_helper_make_the_same_texture(monkeypatch):
+    import dataclasses
+
+    from blend123.backend.reconstruction import pipeline
+
+    from .recon_fixtures import LIT_OPTIONS, lit_scene
+
+    s = lit_scene()
+    options = dataclasses.replace(LIT_OPTIONS, threads=2)  # two CPUs: the unwrap may go beside the fit
+    laid_out: list[bool] = []
+    real_ends = pipeline._texture_ends
+    monkeypatch.setattr(pipeline, "_texture_ends", lambda texels_here: laid_out.append(texels_here) or real_ends(texels_here))
+    monkeypatch.setattr(pipeline, "_UNWRAP_BESIDE_FACES", 10**9)
+    here = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options)
+    monkeypatch.setattr(pipeline, "_UNWRAP_BESIDE_FACES", 0)
+    beside = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options)
+    assert laid_out == [True, False]  # in the stage, then by the helper
+    np.testing.assert_array_equal(here.uvs, beside.uvs)
+    np.testing.assert_array_equal(here.texture, beside.texture)

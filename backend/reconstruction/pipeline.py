@@ -33,7 +33,8 @@ from .mesh import decimate, drop_coincident_faces, extract_surface, largest_comp
 from .photo import PhotoOptions, photo_carve
 from .refine import RefineOptions, linear_to_srgb, refine, resolve_device, srgb_to_linear
 from .sds import SDSGuide
-from .texture import bake, fill_texture, register_views, texel_surface
+from .texels import texel_surface
+from .texture import bake, fill_texture, register_views
 from .transforms import load_transforms, load_transforms_camera
 from .uv import UnwrapBeside, unwrap
 
@@ -56,12 +57,12 @@ _REGISTERED_GAIN = 0.02
 #: The albedo texture is normalised so this percentile of its brightest channel is 1
 #: (the light takes the inverse factor: albedo and light trade a global scale).
 _ALBEDO_PERCENTILE = 99.5
-#: Where the texture stage's parts end, as fractions of it (texels, bake, de-lighting, then
-#: the fill; 2-core CPU, two threads: reached at 0.19-0.24, 0.84-0.88 and 0.91-0.93 of the
-#: stage's time for the duck and the mug in-process, 0.29, 0.80 and 0.90 through
-#: ``blend123 serve``; on one thread 0.16-0.19, 0.87-0.91, 0.93-0.95): the bar moves at an
-#: even pace through all.
-_TEXTURE_SHARES = (0.25, 0.83, 0.91)
+#: The texture stage's parts as shares of its time when it lays out the texels itself:
+#: texels, bake, de-lighting, fill (2-core CPU, two threads: the texels, bake and
+#: de-lighting ended at 0.19-0.24, 0.84-0.88 and 0.91-0.93 of the stage's time for the duck
+#: and the mug in-process, 0.29, 0.80 and 0.90 through ``blend123 serve``; on one thread
+#: 0.16-0.19, 0.87-0.91, 0.93-0.95). The bar moves at an even pace through all.
+_TEXTURE_PARTS = (0.25, 0.58, 0.08, 0.09)
 #: Where the carve stage's parts end: the masks' distance fields (11-22% of it), then the
 #: carving; with registration: the distance fields, the first carving, the registration,
 #: the second distance fields (the second carving ends the stage).
@@ -244,12 +245,14 @@ def _reconstruct(
         vertices, faces = decimate(vertices, faces, options.max_faces)
         vertices, faces = largest_component(*drop_coincident_faces(vertices, faces), _KEEP_PART_FRACTION)
 
-    # The light fit moves no vertex unless it fits offsets: then the UVs can be made beside
-    # it, in a helper process on the core the one-thread fit leaves free.
+    # The light fit moves no vertex unless it fits offsets: then the UVs, and the texels
+    # they lay out, can be made beside it, in a helper process on the core the one-thread
+    # fit leaves free (not the texels of a painted albedo: they need the fit's colours).
     unwrap_args = (options.texture_size, options.uv_padding, options.max_chart_area_fraction)
     beside = None
     if options.refine_offsets == 0 and stage.cpu.threads >= 2 and len(faces) >= _UNWRAP_BESIDE_FACES:
-        beside = UnwrapBeside(vertices, faces, *unwrap_args)
+        normals = vertex_normals(vertices, faces) if guide is None else None
+        beside = UnwrapBeside(vertices, faces, *unwrap_args, normals=normals)
         if beside.pid is not None:  # its core is this job's, not taken by another program
             stage.cpu.count_as_own(beside.pid)
     stage.plan("uv", unwrap_seconds(len(faces), beside=beside is not None))
@@ -312,19 +315,23 @@ def _refine_and_finish(
 
     # The bake's threads take a view or a chunk of texels each, torch's one thread apiece.
     with stage("texture"), stage.cpu.at_most(1):
+        surface = beside.texels if beside is not None else None  # laid out by the helper
+        ends = _texture_ends(texels_here=surface is None)
         if stage.cpu.threads < 2:
             stage.plan("texture", ONE_WORKER_SECONDS["texture"])
-        normals = vertex_normals(vertices, faces)[uv_mesh.source]
+        elif surface is None:
+            stage.plan("texture", STAGE_SECONDS["texture"] / (1.0 - _TEXTURE_PARTS[0]))
         painted = guide is not None and fit is not None and light is not None
-        surface = texel_surface(
-            uv_mesh.vertices,
-            uv_mesh.faces,
-            uv_mesh.uvs,
-            normals,
-            options.texture_size,
-            on_progress=sub_progress(progress, "texture", 0.0, _TEXTURE_SHARES[0]),
-            vertex_values=fit.albedo[uv_mesh.source] if painted else None,
-        )
+        if surface is None:
+            surface = texel_surface(
+                uv_mesh.vertices,
+                uv_mesh.faces,
+                uv_mesh.uvs,
+                vertex_normals(vertices, faces)[uv_mesh.source],
+                options.texture_size,
+                on_progress=sub_progress(progress, "texture", 0.0, ends[0]),
+                vertex_values=fit.albedo[uv_mesh.source] if painted else None,
+            )
         rgb, weight = bake(
             surface,
             vertices,
@@ -332,7 +339,7 @@ def _refine_and_finish(
             images,
             c2w,
             camera_angle_x,
-            on_progress=sub_progress(progress, "texture", _TEXTURE_SHARES[0], _TEXTURE_SHARES[1]),
+            on_progress=sub_progress(progress, "texture", ends[0], ends[1]),
             align=options.register_views,  # views known to agree need no gain or shift fit
             workers=stage.cpu.threads,
         )
@@ -345,7 +352,7 @@ def _refine_and_finish(
             weight = np.where(unseen, 1.0, weight)
         if light is not None:
             rgb = _delight(rgb, surface.normals, light)
-        progress("texture", _TEXTURE_SHARES[2])
+        progress("texture", ends[2])
         texture = fill_texture(surface, rgb, weight > 1e-3, options.texture_size)
 
     with stage("export"):
@@ -363,6 +370,14 @@ def _refine_and_finish(
         if light is None
         else light.environment_image(options.environment_width, options.environment_width // 2),
     )
+
+
+def _texture_ends(texels_here: bool) -> tuple[float, float, float]:
+    """Where the texels, the bake and the de-lighting end, as fractions of the texture
+    stage, with the texels laid out in it or (by the unwrap's helper) before it."""
+    parts = _TEXTURE_PARTS if texels_here else (0.0,) + _TEXTURE_PARTS[1:]
+    ends = np.cumsum(parts) / sum(parts)
+    return float(ends[0]), float(ends[1]), float(ends[2])
 
 
 def _delight(rgb: np.ndarray, normals: np.ndarray, light: SGLight) -> np.ndarray:

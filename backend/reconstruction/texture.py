@@ -38,8 +38,9 @@ from scipy import ndimage
 
 from blend123.protocol.camera import focal_px
 
-from ..raster import rasterize, rasterize_screen
+from ..raster import rasterize
 from .parallel import in_order
+from .texels import TexelSurface
 
 #: Texels fused at once: bounds memory (chunk x views x 3 floats) for large textures, and
 #: is the unit of work of the bake's threads (64k: 10-25 % faster than 128k on one thread,
@@ -78,46 +79,6 @@ _SHIFTS_MIN_AGREEMENT_GAIN = 0.1
 #: Residual (colour, 0-1) beyond which the shift fit weights a sample down (Huber).
 _HUBER = 0.1
 _LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
-
-
-@dataclass
-class TexelSurface:
-    """The surface point behind each texel that a chart covers."""
-
-    rows: np.ndarray  # (M,) texel row, 0 = top of the image
-    cols: np.ndarray  # (M,)
-    positions: np.ndarray  # (M, 3) world
-    normals: np.ndarray  # (M, 3) unit
-    values: np.ndarray | None = None  # (M, C) of ``vertex_values``, when given
-
-
-def texel_surface(
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    uvs: np.ndarray,
-    normals: np.ndarray,
-    size: int,
-    on_progress: Callable[[float], None] = lambda fraction: None,
-    vertex_values: np.ndarray | None = None,
-) -> TexelSurface:
-    """Rasterise the mesh in UV space: UV (0, 0) is the bottom-left corner of the image.
-
-    ``vertex_values`` (V, C), if given, are interpolated to the texels too.
-    """
-    xy = np.stack([uvs[:, 0] * size, (1.0 - uvs[:, 1]) * size], axis=1)
-    frags = rasterize_screen(xy, np.zeros(len(uvs)), faces, size, size, perspective=False, on_progress=lambda f: on_progress(0.6 * f))
-    on_progress(0.6)
-    rows, cols = np.nonzero(frags.covered)
-    # One interpolation of every per-vertex quantity: the corner lookups are the cost.
-    columns = [np.asarray(vertices, np.float64), np.asarray(normals, np.float64)]
-    if vertex_values is not None:
-        columns.append(np.asarray(vertex_values, np.float64).reshape(len(vertices), -1))
-    both = frags.interpolate(np.concatenate(columns, axis=1), faces)
-    positions, n = both[:, :3], both[:, 3:6]
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    values = None if vertex_values is None else both[:, 6:].reshape((len(both),) + np.shape(vertex_values)[1:])
-    on_progress(1.0)
-    return TexelSurface(rows, cols, positions, n, values)
 
 
 def bake(

@@ -2,7 +2,8 @@
 
 xatlas holds Python's GIL for its whole run (a second or so for 50k faces), so no thread
 can work beside it. :class:`UnwrapBeside` runs it in a helper process instead, while the
-stages that do not change the geometry (the light fit) go on beside it on another core.
+stages that do not change the geometry (the light fit) go on beside it on another core;
+given the vertex normals, the helper also lays out the texels (``texels.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import xatlas
+
+from .texels import TexelSurface, texel_surface
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +85,16 @@ class UnwrapBeside:
     back pickled over its stdin and stdout. If it cannot start or dies, the unwrap runs
     here instead, so the caller always gets its UVs. :meth:`close` stops a helper whose
     result is no longer wanted (a cancelled job).
+
+    With ``normals`` (per input vertex) the helper also lays out the texels of the atlas
+    (:func:`~.texels.texel_surface` at the texture's size); :attr:`texels` then holds
+    them after :meth:`result`, else it stays None (the caller lays them out itself).
     """
 
-    def __init__(self, vertices: np.ndarray, faces: np.ndarray, *args) -> None:
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, *args, normals: np.ndarray | None = None) -> None:
         self._call = (np.asarray(vertices, dtype=np.float64), np.asarray(faces), *args)
+        self._normals = None if normals is None else np.asarray(normals, dtype=np.float64)
+        self.texels: TexelSurface | None = None
         self._process: subprocess.Popen | None = None
         try:
             self._process = subprocess.Popen(
@@ -96,7 +105,7 @@ class UnwrapBeside:
             log.info("unwrapping in this process (no helper process: %s)", exc)
             return
         # Fed from a thread: the pipe holds 64 KiB, and the helper reads only once started.
-        data = pickle.dumps(self._call, protocol=5)
+        data = pickle.dumps((self._call, self._normals), protocol=5)
         threading.Thread(target=_feed, args=(self._process.stdin, data), name="blend123-unwrap-feed", daemon=True).start()
 
     @property
@@ -112,8 +121,9 @@ class UnwrapBeside:
                 outcome = None  # the helper died (killed, out of memory): do it here
             finally:
                 self.close()
-            if isinstance(outcome, UVMesh):
-                return outcome
+            if isinstance(outcome, tuple) and isinstance(outcome[0], UVMesh):
+                self.texels = outcome[1]
+                return outcome[0]
             if isinstance(outcome, Exception):
                 raise outcome
             log.warning("the unwrap helper process stopped without a result; unwrapping in this process")
@@ -142,9 +152,12 @@ def _unwrap_child() -> None:
     """The helper's side of :class:`UnwrapBeside`: one call in on stdin, its outcome out on stdout."""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything else printed goes to stderr, not into the pickle
-    call = pickle.loads(sys.stdin.buffer.read())
+    call, normals = pickle.loads(sys.stdin.buffer.read())
     try:
-        outcome: object = unwrap(*call)
+        uv = unwrap(*call)
+        size = call[2]  # unwrap's texture_size
+        texels = None if normals is None else texel_surface(uv.vertices, uv.faces, uv.uvs, normals[uv.source], size)
+        outcome: object = (uv, texels)
     except Exception as exc:  # noqa: BLE001 - raised again in the parent
         outcome = exc
     out.write(pickle.dumps(outcome, protocol=5))
