@@ -175,8 +175,14 @@ class _Stages:
     def __init__(self, progress: ProgressFn, cpu: CpuShare, plan: PlanFn = no_plan) -> None:
         self.progress = progress
         self.cpu = cpu
-        self.plan = plan
+        self._plan = plan
+        self.planned: dict[str, float] = {}  # what the clock has heard, by stage
         self.seconds: dict[str, float] = {}
+
+    def plan(self, name: str, seconds: float) -> None:
+        """Tell the progress clock that stage ``name`` will take ``seconds`` at the benchmark's pace."""
+        self.planned[name] = seconds
+        self._plan(name, seconds)
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -221,9 +227,10 @@ def _reconstruct(
     with stage("photo"), stage.cpu.at_most(1):
         device = resolve_device(options.device)
         workers = stage.cpu.threads  # the free CPUs, measured as the stage started
-        if workers < 2:  # one view at a time, and (likely) no CPU free to unwrap beside the fit
+        if workers < 2:  # one view at a time, and (likely) no CPU free for the unwrap or the bake
             stage.plan("photo", ONE_WORKER_SECONDS["photo"] if device.type == "cpu" else STAGE_SECONDS["photo"])
             stage.plan("uv", unwrap_seconds(options.max_faces, beside=False))
+            stage.plan("texture", ONE_WORKER_SECONDS["texture"])  # decided again when it starts
         if options.photo_carving:
             grid = photo_carve(
                 grid,
@@ -321,6 +328,8 @@ def _refine_and_finish(
             stage.plan("texture", ONE_WORKER_SECONDS["texture"])
         elif surface is None:
             stage.plan("texture", STAGE_SECONDS["texture"] / (1.0 - _TEXTURE_PARTS[0]))
+        elif "texture" in stage.planned:  # planned on one worker before; the CPU came free since
+            stage.plan("texture", STAGE_SECONDS["texture"])
         painted = guide is not None and fit is not None and light is not None
         if surface is None:
             surface = texel_surface(
