@@ -132,7 +132,7 @@ def test_texels_laid_out_by_the_helper_make_the_same_texture(monkeypatch):
     options = dataclasses.replace(LIT_OPTIONS, threads=2)  # two CPUs: the unwrap may go beside the fit
     laid_out: list[bool] = []
     real_ends = pipeline._texture_ends
-    monkeypatch.setattr(pipeline, "_texture_ends", lambda texels_here: laid_out.append(texels_here) or real_ends(texels_here))
+    monkeypatch.setattr(pipeline, "_texture_ends", lambda texels_here, workers: laid_out.append(texels_here) or real_ends(texels_here, workers))
     monkeypatch.setattr(pipeline, "_UNWRAP_BESIDE_FACES", 10**9)
     here = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options)
     monkeypatch.setattr(pipeline, "_UNWRAP_BESIDE_FACES", 0)

@@ -58,11 +58,13 @@ _REGISTERED_GAIN = 0.02
 #: (the light takes the inverse factor: albedo and light trade a global scale).
 _ALBEDO_PERCENTILE = 99.5
 #: The texture stage's parts as shares of its time when it lays out the texels itself:
-#: texels, bake, de-lighting, fill (2-core CPU, two threads: the texels, bake and
-#: de-lighting ended at 0.19-0.24, 0.84-0.88 and 0.91-0.93 of the stage's time for the duck
-#: and the mug in-process, 0.29, 0.80 and 0.90 through ``blend123 serve``; on one thread
-#: 0.16-0.19, 0.87-0.91, 0.93-0.95). The bar moves at an even pace through all.
-_TEXTURE_PARTS = (0.25, 0.58, 0.08, 0.09)
+#: texels, bake, de-lighting, fill, on two threads and on one (2-core CPU: the texels,
+#: bake and de-lighting ended at 0.19-0.24, 0.84-0.88 and 0.91-0.93 of the stage's time on
+#: two threads for the duck and the mug in-process, 0.29, 0.80 and 0.90 through
+#: ``blend123 serve``; on one thread 0.16-0.19, 0.87-0.91 and 0.93-0.95 in-process, 0.27,
+#: 0.9 and 0.95 through serve beside two busy processes). The bar moves at an even pace
+#: through all.
+_TEXTURE_PARTS = {2: (0.25, 0.58, 0.08, 0.09), 1: (0.2, 0.7, 0.05, 0.05)}
 #: Where the carve stage's parts end: the masks' distance fields (11-22% of it), then the
 #: carving; with registration: the distance fields, the first carving, the registration,
 #: the second distance fields (the second carving ends the stage).
@@ -323,11 +325,11 @@ def _refine_and_finish(
     # The bake's threads take a view or a chunk of texels each, torch's one thread apiece.
     with stage("texture"), stage.cpu.at_most(1):
         surface = beside.texels if beside is not None else None  # laid out by the helper
-        ends = _texture_ends(texels_here=surface is None)
+        ends = _texture_ends(texels_here=surface is None, workers=stage.cpu.threads)
         if stage.cpu.threads < 2:
             stage.plan("texture", ONE_WORKER_SECONDS["texture"])
         elif surface is None:
-            stage.plan("texture", STAGE_SECONDS["texture"] / (1.0 - _TEXTURE_PARTS[0]))
+            stage.plan("texture", STAGE_SECONDS["texture"] / (1.0 - _TEXTURE_PARTS[2][0]))
         elif "texture" in stage.planned:  # planned on one worker before; the CPU came free since
             stage.plan("texture", STAGE_SECONDS["texture"])
         painted = guide is not None and fit is not None and light is not None
@@ -381,10 +383,12 @@ def _refine_and_finish(
     )
 
 
-def _texture_ends(texels_here: bool) -> tuple[float, float, float]:
+def _texture_ends(texels_here: bool, workers: int = 2) -> tuple[float, float, float]:
     """Where the texels, the bake and the de-lighting end, as fractions of the texture
-    stage, with the texels laid out in it or (by the unwrap's helper) before it."""
-    parts = _TEXTURE_PARTS if texels_here else (0.0,) + _TEXTURE_PARTS[1:]
+    stage on ``workers`` threads, with the texels laid out in it or (by the unwrap's
+    helper) before it."""
+    parts = _TEXTURE_PARTS[min(max(workers, 1), 2)]
+    parts = parts if texels_here else (0.0,) + parts[1:]
     ends = np.cumsum(parts) / sum(parts)
     return float(ends[0]), float(ends[1]), float(ends[2])
 
