@@ -8,7 +8,7 @@ from contextlib import closing
 
 import pytest
 
-from blend123.backend.reconstruction.parallel import in_order
+from blend123.backend.reconstruction.parallel import all_of, in_order
 
 
 def test_results_come_in_the_order_of_the_items_whatever_finishes_first():
@@ -56,3 +56,8 @@ def test_a_cancel_raised_by_the_caller_stops_the_items_not_started():
                     raise Cancelled  # as a progress callback does when the job is cancelled
     time.sleep(0.2)
     assert len(started) <= 5, started  # the two running (and at most a couple more) finished; 40 were queued
+
+
+def test_all_of_collects_every_result_in_order():
+    assert all_of(lambda i: -i, range(5), workers=2) == [0, -1, -2, -3, -4]
+    assert all_of(lambda i: -i, [], workers=2) == []

@@ -8,6 +8,7 @@ and its copies of the views. With one worker it is a plain loop (no pool, no thr
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -35,3 +36,10 @@ def in_order(fn: Callable[[T], R], items: Iterable[T], workers: int, name: str =
         finally:
             for future in futures:
                 future.cancel()
+
+
+def all_of(fn: Callable[[T], R], items: Iterable[T], workers: int, name: str = "blend123-work") -> list[R]:
+    """Every ``fn(item)`` in order, on up to ``workers`` threads, for work that reports no
+    progress of its own."""
+    with closing(in_order(fn, items, workers, name)) as results:
+        return list(results)

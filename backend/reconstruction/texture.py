@@ -39,7 +39,7 @@ from scipy import ndimage
 from blend123.protocol.camera import focal_px
 
 from ..raster import rasterize
-from .parallel import in_order
+from .parallel import all_of, in_order
 from .texels import TexelSurface
 
 #: Texels fused at once: bounds memory (chunk x views x 3 floats) for large textures, and
@@ -169,8 +169,7 @@ def register_views(
         straight = np.where(alpha > 1e-6, moved[..., :3] / np.maximum(alpha, 1e-6), 0.0)
         return np.clip(np.rint(np.concatenate([straight, alpha], axis=-1) * 255.0), 0, 255).astype(np.uint8)
 
-    with closing(in_order(levelled, views, workers, "blend123-register")) as moved:
-        return np.stack(list(moved)), gains, shifts
+    return np.stack(all_of(levelled, views, workers, "blend123-register")), gains, shifts
 
 
 def fit_views(views: list["_View"], positions: np.ndarray, normals: np.ndarray, rounds: int = 3, workers: int = 1) -> None:
@@ -184,18 +183,14 @@ def fit_views(views: list["_View"], positions: np.ndarray, normals: np.ndarray, 
     pick = rng.choice(len(positions), size=min(_FIT_TEXELS, len(positions)), replace=False)
     p, n = np.ascontiguousarray(positions[pick].T), np.ascontiguousarray(normals[pick].T)
     projections = [view.project(p, n) for view in views]
-    with closing(in_order(_View.gradients, views, workers, "blend123-gradients")) as made:
-        for _ in made:  # every view's image gradients, made once, before the rounds read them
-            pass
+    all_of(_View.gradients, views, workers, "blend123-gradients")  # made once, before the rounds read them
     for round_ in range(rounds):
         before = np.concatenate([np.stack([v.gain for v in views]), np.stack([v.shift for v in views])], axis=1)
         samples = _Samples.gather(views, projections, len(pick))
         # Each view against the others only: a median that can be the view itself pulls it to 1.
         targets = samples.medians_of_others()
         fit_one = lambda i: views[i].fit(projections[i], samples, i, targets[:, i])  # noqa: E731
-        with closing(in_order(fit_one, range(len(views)), workers, "blend123-fit")) as fitted:
-            for _ in fitted:
-                pass
+        all_of(fit_one, range(len(views)), workers, "blend123-fit")
         after = np.concatenate([np.stack([v.gain for v in views]), np.stack([v.shift for v in views])], axis=1)
         change = np.abs(after - before)
         if change[:, :3].max() < _CONVERGED_GAIN and change[:, 3:].max() < _CONVERGED_SHIFT:
