@@ -4,7 +4,8 @@
 the mesh made from it. Each job reports its own whole-job fraction and time left
 (``Progress.overall`` / ``eta_s``); :class:`ChainProgress` turns them into one fraction
 and one ETA for the user: the finished jobs, the running one, and the ones still to
-come at the pace seen so far.
+come, at the pace the backend expects of its machine where it says one, else at the
+pace seen so far.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ PROXY_ORBIT_SHARE = 0.125  # without a backend's own (``orbit_then_mesh``)
 DIFFUSION_ORBIT_SHARE = 0.8
 #: A backend's measured share outside these is taken for a fault, not a machine.
 _MIN_SHARE, _MAX_SHARE = 0.02, 0.5
-#: How much of the chain the expected pace counts for in the pace of the chain so far.
-_PRIOR_SHARE = 0.2
 #: A job's first estimate counts as the expected pace only while it has barely started.
 _FIRST_LOOK = 0.2
 
@@ -67,14 +66,19 @@ class ChainProgress:
         if later <= 0:
             return done, event.eta_s
         if self._expect and self._expected_s < 0 and job < _FIRST_LOOK:
-            # The backend's first estimate is the job at the pace it expects (its benchmark,
-            # the machine's load): the chain at that pace is where the pace starts from.
+            # The backend's first estimate is the job at the pace it expects (its machine's
+            # timings, its load): the whole chain at that pace.
             self._expected_s = event.eta_s / max(self.shares[step] * (1.0 - job), 1e-6)
+        if self._expected_s > 0:
+            # Jobs not started yet at the pace the backend expects (its machine's timings and
+            # its load), not at the first job's: a quick-proxy orbit is numpy on one thread,
+            # the mesh torch on the free CPUs, and their paces part (1.5x apart on two hosts
+            # of one machine type); in the command's own backend the orbit shares the process
+            # with the import of torch and runs at 2-3x its pace (the ETA said 14 s with 7 s
+            # to go). The mesh job's own clock corrects the rest once it starts.
+            return done, event.eta_s + later * self._expected_s
+        # No pace to start from (a diffusion model's orbit): the pace of the work done so far.
         elapsed = self._clock() - self._start
-        if elapsed <= 0 or (done <= 0 and self._expected_s < 0):
+        if elapsed <= 0 or done <= 0:
             return done, -1.0
-        # Jobs not started yet take their share at the pace of the work done so far,
-        # starting from the expected pace until some of it is done.
-        prior = _PRIOR_SHARE if self._expected_s > 0 else 0.0
-        pace = (elapsed + prior * self._expected_s) / (done + prior)
-        return done, event.eta_s + later * pace
+        return done, event.eta_s + later * elapsed / done
