@@ -33,6 +33,7 @@ from blend123.protocol.messages import Done, Error, GenerationSettings, Mesh, Me
 from blend123.protocol.version import __version__
 
 from .console import JobBar
+from .cpu_share import SETTLE_S, LoadMeter, second_cpu_free
 from .images import load_rgba, save_rgba
 from .server.config import DEFAULT_BIND, STAGE_MEMORY_FILE, ServerConfig, default_jobs_dir
 from .server.stage_memory import StageMemory
@@ -312,10 +313,13 @@ def run_job(client: Client, request: Message, quiet: bool, bar: JobBar | None = 
 
 def _proxy_orbit_share(client: Client) -> float:
     """The quick proxy orbit's share of a conversion as the backend measured it: from its
-    hello, or, for the command's own backend, from the stage timings it starts from."""
+    hello, or, for the command's own backend, from the stage timings it starts from and
+    the CPUs other processes leave it now."""
     if client.server is not None:
         return client.server.proxy_orbit_share
-    return StageMemory.load(default_jobs_dir() / STAGE_MEMORY_FILE).proxy_orbit_share()
+    meter = LoadMeter()  # the orbit starts meanwhile: its backend imports torch first anyway
+    second_cpu = second_cpu_free(meter.free(settle_s=SETTLE_S), meter.cpus)
+    return StageMemory.load(default_jobs_dir() / STAGE_MEMORY_FILE).proxy_orbit_share(second_cpu)
 
 
 # --- commands -------------------------------------------------------------------------------------

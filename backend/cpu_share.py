@@ -32,6 +32,8 @@ _MIN_FREE_FOR_TWO = 1.5
 _FIRST_SAMPLE_S = 0.05
 #: Shortest span (seconds per CPU) worth a new measurement.
 _MIN_TICKS_S = 0.04
+#: How long a job's start may wait for the CPU counters to say how busy the machine is.
+SETTLE_S = 0.05
 
 
 def calm_thread_pools() -> None:
@@ -160,6 +162,12 @@ class LoadMeter:
         return 0.0 if machine is None or self._last.machine is None else machine[1] - self._last.machine[1]
 
 
+def second_cpu_free(free_cpus: float, cpus: int) -> bool:
+    """Whether a job gets a second CPU: photo carving's views, the bake's chunks and the
+    unwrap beside the light fit then run two at a time."""
+    return cpus >= 2 and free_cpus >= _MIN_FREE_FOR_TWO
+
+
 class CpuShare:
     """Sets torch's CPU thread count from the CPUs other processes leave free.
 
@@ -193,7 +201,7 @@ class CpuShare:
             threads = self._pinned
         else:
             free = self._meter.free()
-            threads = 1 if free < _MIN_FREE_FOR_TWO else max(1, min(self._meter.cpus, int(free + 0.5)))
+            threads = max(1, min(self._meter.cpus, int(free + 0.5))) if second_cpu_free(free, self._meter.cpus) else 1
         if threads != self._torch.get_num_threads():
             self._torch.set_num_threads(threads)
         self.threads = threads

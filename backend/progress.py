@@ -69,7 +69,7 @@ STAGE_SECONDS: dict[str, float] = {
 #: benchmark's 50k faces (0.7 s on the first host, 1.6 s on the second: half way).
 ONE_WORKER_SECONDS: dict[str, float] = {"photo": 2.7, "texture": 2.0}
 _INLINE_UNWRAP_SECONDS = 1.1
-_BENCHMARK_FACES = 50_000
+BENCHMARK_FACES = 50_000
 #: Stages whose cost is set by the output's size (faces, texture), not by the object. The
 #: pace an object's own stages show is part machine, part object; these move from the
 #: expected pace only half way (in log space) toward it (measured: the mug's photo carving
@@ -91,16 +91,34 @@ JOB_STAGES: dict[str, tuple[str, ...]] = {
 def unwrap_seconds(faces: int, beside: bool) -> float:
     """The uv stage at the benchmark's pace: next to nothing when the unwrap was made beside
     the fit, else in proportion to the faces."""
-    return STAGE_SECONDS["uv"] if beside else _INLINE_UNWRAP_SECONDS * faces / _BENCHMARK_FACES
+    return STAGE_SECONDS["uv"] if beside else _INLINE_UNWRAP_SECONDS * faces / BENCHMARK_FACES
+
+
+#: Runnable threads a job adds to the machine's: its stage's one, and a part for the threads
+#: that carry its events (the server's loop, ZeroMQ's I/O, the client's). Fitted: one-thread
+#: stages ran 1.6-1.7x slower beside two busy processes on two CPUs (``bench_busy.py``,
+#: views, mesh, refine), where one thread among three would run 1.5x.
+_JOB_THREADS = 1.4
 
 
 def load_pace(free_cpus: float, cpus: int) -> float:
-    """How much slower than the benchmark a job runs with ``free_cpus`` of ``cpus`` left by
-    other processes: the benchmark had two CPUs to itself, and the stages run on up to two
-    (measured beside two busy processes on two CPUs: 1.3-2.3x per stage, most near 2x).
-    Stages that would have used the second CPU :meth:`StageClock.plan` themselves."""
-    wanted = float(max(1, min(cpus, 2)))
-    return wanted / min(max(free_cpus, 1.0), wanted)
+    """How much slower than the benchmark a stage on one thread runs with ``free_cpus`` of
+    ``cpus`` left by other processes: the CPUs shared fairly among the others' runnable
+    threads and the job's (1.7x beside two busy processes on two CPUs). Stages that would
+    have used a second CPU the others took :meth:`StageClock.plan` themselves on one worker,
+    at their one-thread weight."""
+    others = max(0.0, cpus - max(free_cpus, 0.0))
+    return max(1.0, (others + _JOB_THREADS) / max(cpus, 1))
+
+
+_QUIET_FREE = 0.8
+
+
+def quiet_machine(free_cpus: float, cpus: int) -> bool:
+    """Whether other processes leave the CPUs the benchmark had (two, or all of fewer): a
+    job then teaches this machine's stage ratios (``StageMemory``). The counters never read
+    quite idle (1.9-2.0 of 2 free measured on a quiet machine)."""
+    return free_cpus >= _QUIET_FREE * min(cpus, 2)
 
 
 class StageClock:
@@ -124,14 +142,17 @@ class StageClock:
         prior_pace: float = 1.0,
         load: float = 1.0,
         scales: dict[str, float] | None = None,
+        quiet: bool = True,
     ) -> None:
         """``scales``: a stage's weight per benchmark second on this machine, where it
-        differs from the others' (``StageMemory``); a :meth:`plan` is scaled by it."""
+        differs from the others' (``StageMemory``); a :meth:`plan` is scaled by it.
+        ``quiet``: other processes left the CPUs free as the job started (:func:`quiet_machine`)."""
         self.stages = list(JOB_STAGES.get(kind, ()))
         self.weights = dict(weights)
         self.scales = dict(scales or {})
         self.prior_pace = prior_pace
         self.load = load  # the part of ``prior_pace`` that other processes' load explains
+        self.quiet = quiet
         self.pace = prior_pace  # the latest estimate, for the machine's next job
         self.worked_s = 0.0  # benchmark seconds of work done
         self.stage_seconds: dict[str, float] = {}  # wall seconds of each stage that ended

@@ -4,7 +4,8 @@ Artists run the backend next to Blender, often while it renders. For each condit
 (quiet; ``--busy`` processes spinning ``while True: pass``) this measures:
 
 * ``blend123 convert examples/duck.png`` end to end, as ``make demo`` runs it (process
-  start, in-process backend, orbit, reconstruction, GLB written);
+  start, in-process backend, orbit, reconstruction, GLB written), and how far its bar's
+  ETA (read off stderr as it is drawn) was from the truth once 10% was done;
 * the same orbit and mesh through a freshly started ``blend123 serve``: seconds per stage, taken
   from the progress events, and how far the progress bar's ETA was from the truth once
   10% of the job was done (the ETA the CLI and the panel show, ``ChainProgress``).
@@ -27,6 +28,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import statistics
 import socket
 import subprocess
@@ -70,16 +72,35 @@ def _stolen_seconds() -> float:
         return 0.0
 
 
-def convert_seconds(image: Path, folder: Path) -> tuple[float, float]:
-    """``blend123 convert`` end to end, as ``make demo`` runs it: (seconds, seconds stolen)."""
+_BAR = re.compile(r"(\d+)% [^\r\n]*?(\d+) s left")
+
+
+def convert_seconds(image: Path, folder: Path) -> dict:
+    """``blend123 convert`` end to end, as ``make demo`` runs it, its progress bar read off
+    stderr as it is drawn: seconds, seconds stolen, and the bar's ETA error after 10%."""
     stolen = _stolen_seconds()
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "blend123.backend.cli", "convert", str(image), "-o", str(folder / "demo.glb"), "--quiet"],
-        check=True,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blend123.backend.cli", "convert", str(image), "-o", str(folder / "demo.glb")],
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
-    return time.perf_counter() - start, _stolen_seconds() - stolen
+    drawn: list[tuple[float, str]] = []  # (time, what the bar drew)
+    while chunk := os.read(proc.stderr.fileno(), 1 << 16):
+        drawn.append((time.perf_counter() - start, chunk.decode(errors="replace")))
+    if proc.wait():
+        raise RuntimeError(f"blend123 convert failed (exit {proc.returncode})")
+    total = time.perf_counter() - start
+    # Every bar drawn: (time, percent, seconds left). The bar shows whole seconds, so half a
+    # second of the error is its rounding, not its estimate.
+    bars = [(t, int(m[1]), int(m[2])) for t, text in drawn for m in _BAR.finditer(text)]
+    errors = [max(0.0, abs(left - (total - t)) - 0.5) / (total - t) for t, percent, left in bars if percent >= 10 and total - t > 1.0]
+    return {
+        "seconds": total,
+        "stolen_s": _stolen_seconds() - stolen,
+        "eta_max_error_after_10pct": max(errors, default=0.0),
+        "eta_mean_error_after_10pct": sum(errors) / max(len(errors), 1),
+    }
 
 
 def _free_port() -> int:
@@ -171,20 +192,17 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, busy in (("quiet", 0), (f"{args.busy} busy", args.busy)):
-            converts, stolen, staged = [], [], []
+            converts, staged = [], []
             with busy_processes(busy):
                 for _ in range(max(1, args.repeat)):
-                    seconds, steal = convert_seconds(args.image, folder)
-                    converts.append(seconds)
-                    stolen.append(steal)
+                    converts.append(convert_seconds(args.image, folder))
                     # A fresh backend each time: the proxy caches the shell it builds for an
                     # image, and an artist's next Make Mesh is usually of another image.
                     with serve(folder) as client:
                         staged.append(staged_run(client, image))
             run = {
-                "convert_s": statistics.median(converts),
-                "convert_runs_s": converts,
-                "stolen_s": stolen,
+                "convert_s": statistics.median(c["seconds"] for c in converts),
+                "convert_runs": converts,
                 "total_s": statistics.median(r["total_s"] for r in staged),
                 "staged_runs": [
                     {k: r[k] for k in ("total_s", "stolen_s", "eta_max_error_after_10pct", "eta_mean_error_after_10pct")} for r in staged
@@ -199,7 +217,10 @@ def main(argv: list[str] | None = None) -> dict:
                 },
             }
             report["runs"][name] = run
-            print(f"{name}: convert {', '.join(f'{c:.1f}' for c in converts)} s (host stole {', '.join(f'{x:.1f}' for x in stolen)} s); "
+            seconds = ", ".join(f"{c['seconds']:.1f}" for c in converts)
+            stolen = ", ".join(f"{c['stolen_s']:.1f}" for c in converts)
+            bar = ", ".join(f"{c['eta_max_error_after_10pct']:.0%}/{c['eta_mean_error_after_10pct']:.0%}" for c in converts)
+            print(f"{name}: convert {seconds} s (host stole {stolen} s), its bar's ETA error after 10% (max/mean) {bar}; "
                   f"through serve {run['total_s']:.1f} s, ETA error after 10%: "
                   f"max {run['eta_max_error_after_10pct']:.0%}, mean {run['eta_mean_error_after_10pct']:.0%} "
                   f"(worst by stage: {', '.join(f'{k} {v:.0%}' for k, v in run['eta_worst_error_by_stage'].items())})", flush=True)

@@ -27,7 +27,9 @@ def test_hello_describes_the_backend(server, client_factory):
     default = next(m for m in reply.models if m.name == "default")
     assert default.available and "proxy" in default.description
     assert reply.limits["max_queue"] == server.config.max_queue
-    assert reply.proxy_orbit_share == pytest.approx(server.stage_memory.proxy_orbit_share()) and 0.05 < reply.proxy_orbit_share < 0.3
+    # The orbit's share by the machine's stage timings, with or without a second CPU free now.
+    shares = [server.stage_memory.proxy_orbit_share(second_cpu) for second_cpu in (True, False)]
+    assert min(abs(reply.proxy_orbit_share - share) for share in shares) < 1e-9 and 0.05 < reply.proxy_orbit_share < 0.3
     # Background removal for photos is listed, available or with what to install.
     assert reply.matting is not None and (reply.matting.available or "matting" in reply.matting.hint)
 

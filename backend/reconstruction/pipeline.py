@@ -202,6 +202,8 @@ def _reconstruct(
     progress = stage.progress
 
     drifted = False  # the views needed levelling or registering
+    device = resolve_device(options.device)
+    _plan_workers(stage, options, device)  # the clock's first estimate knows how the job will run
     with stage("carve"):
         ends = _REGISTERED_CARVE_SHARES if options.register_views else _CARVE_SHARES
         silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
@@ -227,12 +229,8 @@ def _reconstruct(
     # one thread, 2.2-2.6 s on two; refine 1.3-1.5 s against 1.8-2.0 s). Photo carving
     # uses the free CPUs by walking that many views at once instead.
     with stage("photo"), stage.cpu.at_most(1):
-        device = resolve_device(options.device)
         workers = stage.cpu.threads  # the free CPUs, measured as the stage started
-        if workers < 2:  # one view at a time, and (likely) no CPU free for the unwrap or the bake
-            stage.plan("photo", ONE_WORKER_SECONDS["photo"] if device.type == "cpu" else STAGE_SECONDS["photo"])
-            stage.plan("uv", unwrap_seconds(options.max_faces, beside=False))
-            stage.plan("texture", ONE_WORKER_SECONDS["texture"])  # decided again when it starts
+        _plan_workers(stage, options, device)  # again: other programs may have started or stopped
         if options.photo_carving:
             grid = photo_carve(
                 grid,
@@ -270,6 +268,23 @@ def _reconstruct(
     finally:
         if beside is not None:
             beside.close()
+
+
+def _plan_workers(stage: _Stages, options: ReconstructionOptions, device) -> None:
+    """Tell the clock how photo carving, the unwrap and the bake will run on the CPUs free
+    now: on one worker, one view (chunk) at a time and the unwrap after the fit, when there
+    is no second one. Planned from the first stage, so that the estimate does not jump when
+    photo carving starts (beside two busy processes: +34%); the uv and texture stages decide
+    again when they know."""
+    if stage.cpu.threads < 2:
+        if device.type == "cpu":  # on a GPU photo carving does not walk the views on threads
+            stage.plan("photo", ONE_WORKER_SECONDS["photo"])
+        stage.plan("uv", unwrap_seconds(options.max_faces, beside=False))
+        stage.plan("texture", ONE_WORKER_SECONDS["texture"])
+        return
+    for name in ("photo", "texture"):  # planned on one worker before: a CPU came free since
+        if name in stage.planned:
+            stage.plan(name, STAGE_SECONDS[name])
 
 
 def _refine_and_finish(

@@ -51,6 +51,7 @@ from blend123.protocol.messages import (
 )
 from blend123.protocol.version import PROTOCOL_VERSION, __version__
 
+from ..cpu_share import LoadMeter, second_cpu_free
 from ..device import describe_device
 from ..synthesis.registry import ResidentModel, check_model, model_infos
 from ..tasks import warm_up as warm_up_imports
@@ -93,6 +94,7 @@ class Server:
         self.models = ResidentModel()
         # What this machine's stages took in earlier jobs, for the progress bar's first estimate.
         self.stage_memory = StageMemory.load(config.stage_memory_file)
+        self._load = LoadMeter()  # others' load since the last hello, for its orbit share
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._peers: dict[bytes, tuple[float, bytes]] = {}  # routing id -> (last seen, identity)
         self._stop = threading.Event()
@@ -314,8 +316,12 @@ class Server:
                 "max_frames": limits.max_frames,
             },
             matting=ModelInfo("matting", "matting", matting.available, matting.detail, matting.hint),
-            proxy_orbit_share=self.stage_memory.proxy_orbit_share(),
+            proxy_orbit_share=self.proxy_orbit_share(),
         )
+
+    def proxy_orbit_share(self) -> float:
+        """The quick proxy's orbit's share of Make Mesh with the CPUs other processes leave now."""
+        return self.stage_memory.proxy_orbit_share(second_cpu_free(self._load.free(), self._load.cpus))
 
     def _pong(self, who: bytes, asked: list[str], peer: bytes = b"") -> Pong:
         """A pong for ``who``: it names only ``who``'s own jobs. A job whose events are still

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..progress import JOB_STAGES, STAGE_SECONDS, StageClock
+from ..progress import BENCHMARK_FACES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, unwrap_seconds
 
 log = logging.getLogger("blend123.worker")
 
@@ -29,10 +29,6 @@ _VERSION = 2
 #: How far one job moves a stage's ratio toward what it measured: objects differ (a mug's
 #: photo carving takes twice a duck's), so one job does not set it alone.
 _LEARN_RATE = 0.5
-#: A job teaches the stages' ratios only below this load (``load_pace``: 2 / free CPUs):
-#: other processes slow the stages unevenly. The counters never read quite idle (1.0-1.05
-#: measured on a quiet machine).
-_QUIET_LOAD = 1.25
 #: Ratios (and the pace) stay within these bounds (a stage that stalled on a swapped-out
 #: page says little about the machine).
 _BOUNDS = (0.05, 50.0)
@@ -57,15 +53,23 @@ class StageMemory:
         scales = self.scales()
         return {stage: seconds * scales.get(stage, 1.0) for stage, seconds in STAGE_SECONDS.items()}
 
-    def clock(self, kind: str, load: float = 1.0) -> StageClock:
+    def clock(self, kind: str, load: float = 1.0, quiet: bool = True) -> StageClock:
         """A clock for a job of ``kind`` that starts from this machine's timings, slowed by
-        ``load`` (``load_pace``: what other processes' work costs it now)."""
-        return StageClock(kind, self.weights(), prior_pace=self.pace * load, load=load, scales=self.scales())
+        ``load`` (``load_pace``: what other processes' work costs it now); ``quiet``: they
+        left the CPUs free (``quiet_machine``)."""
+        return StageClock(kind, self.weights(), prior_pace=self.pace * load, load=load, scales=self.scales(), quiet=quiet)
 
-    def proxy_orbit_share(self) -> float:
+    def proxy_orbit_share(self, second_cpu: bool = True) -> float:
         """The quick proxy's orbit's share of Make Mesh (its orbit, then a reconstruction
-        without a model to load) on this machine, for the client's one progress bar."""
+        without a model to load) on this machine, for the client's one progress bar;
+        ``second_cpu``: other processes leave the job a second CPU (``second_cpu_free``),
+        else photo carving, the unwrap and the bake run on one (beside two busy processes
+        the orbit took 0.09 of the whole against 0.13 quiet)."""
         weights = self.weights()
+        if not second_cpu:
+            scales = self.scales()
+            one = {**ONE_WORKER_SECONDS, "uv": unwrap_seconds(BENCHMARK_FACES, beside=False)}
+            weights.update({stage: seconds * scales.get(stage, 1.0) for stage, seconds in one.items()})
         orbit = sum(weights[stage] for stage in JOB_STAGES["orbit"])
         mesh = sum(weights[stage] for stage in JOB_STAGES["reconstruct"] if stage != "load model")
         return orbit / (orbit + mesh)
@@ -97,7 +101,7 @@ class StageMemory:
         if sum(bench.values()) <= 0 or clock.load <= 0:
             return
         self.pace = _bounded(sum(clock.stage_seconds.values()) / sum(bench.values()) / clock.load)
-        if clock.load > _QUIET_LOAD:
+        if not clock.quiet:  # other processes slow the stages unevenly
             return
         # A new dict, swapped in whole: the server thread reads it for hello meanwhile.
         ratios = dict(self.ratios)

@@ -24,10 +24,10 @@ from blend123.protocol.job_phase import JobPhase
 from blend123.protocol.messages import Done, Error, Message, NovelView, Orbit, Progress, Reconstruct
 from blend123.protocol.settings import is_quick_proxy
 
-from ..cpu_share import LoadMeter
+from ..cpu_share import SETTLE_S, LoadMeter
 from ..device import loaded_torch
 from ..images import ImageError
-from ..progress import JobCancelled, StageClock, load_pace
+from ..progress import JobCancelled, StageClock, load_pace, quiet_machine
 from ..synthesis.registry import ResidentModel, free_accelerator_memory
 from ..tasks import TaskContext, run_task
 from .jobs import Job, JobQueue
@@ -37,8 +37,6 @@ from .stage_memory import StageMemory
 
 log = logging.getLogger("blend123.worker")
 
-#: How long a job's start may wait for the CPU counters to say how busy the machine is.
-_LOAD_SETTLE_S = 0.05
 #: Benchmark seconds of work a job must do before its pace stands for the machine's.
 _PACE_FROM_WORK_S = 0.5
 
@@ -143,9 +141,9 @@ class Worker(threading.Thread):
         if cuda:
             cuda.reset_peak_memory_stats()
         alone = self.beside is None or not self.beside.is_alive()
-        load = load_pace(self._load.free(settle_s=_LOAD_SETTLE_S), self._load.cpus)
+        free, cpus = self._load.free(settle_s=SETTLE_S), self._load.cpus
         memory = self.stage_memory
-        clock = memory.clock(job.kind, load)
+        clock = memory.clock(job.kind, load_pace(free, cpus), quiet_machine(free, cpus))
         ctx = TaskContext(
             job_id=job.id,
             folder=self.store.folder(job.id),
