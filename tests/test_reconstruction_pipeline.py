@@ -11,6 +11,7 @@ from .recon_fixtures import FAST_OPTIONS, face_centroid_colours, reconstruction,
 from blend123.backend.progress import ONE_WORKER_SECONDS, STAGE_SECONDS, JobCancelled, unwrap_seconds
 from benchmarks.quality import synthetic
 from benchmarks.quality.surface_metrics import bbox_diagonal, f_score, sample_surface
+from blend123.backend.reconstruction import pipeline
 from blend123.backend.reconstruction.pipeline import STAGES, ReconstructionOptions, reconstruct
 
 
@@ -111,7 +112,7 @@ def test_cancel_in_the_middle_of_carving_stops_the_job():
     assert len(calls) == 6 and calls[-1][0] == "carve" and 0.0 < calls[-1][1] < 1.0
 
 
-def test_cancel_at_a_later_stage_stops_before_the_next():
+def test_cancel_at_a_later_stage_stops_before_the_next(monkeypatch):
     s = scene()
     seen = []
 
@@ -120,10 +121,15 @@ def test_cancel_at_a_later_stage_stops_before_the_next():
         if stage == "mesh" and fraction > 0:
             raise JobCancelled
 
-    options = dataclasses.replace(FAST_OPTIONS, grid_resolution=48)
+    # On two CPUs the unwrap's helper starts with the mesh stage: a cancel there stops it.
+    helpers = []
+    start_helper = pipeline.start_helper
+    monkeypatch.setattr(pipeline, "start_helper", lambda: helpers.append(start_helper()) or helpers[-1])
+    options = dataclasses.replace(FAST_OPTIONS, grid_resolution=48, threads=2)
     with pytest.raises(JobCancelled):
         reconstruct(s.images, s.c2w, s.camera_angle_x, options, progress)
     assert seen[-1] == "mesh" and "uv" not in seen
+    assert len(helpers) == 1 and helpers[0].poll() is not None  # stopped and reaped
 
 
 @pytest.mark.parametrize(
@@ -155,7 +161,7 @@ def test_stages_that_run_otherwise_than_in_the_benchmark_say_so():
     misleads), and nothing of the kind on two."""
     s = scene()
     heard: list[tuple[str, str, float]] = []  # ("plan" | "progress", stage, seconds | fraction)
-    options = dataclasses.replace(FAST_OPTIONS, grid_resolution=48, threads=1)
+    options = dataclasses.replace(FAST_OPTIONS, grid_resolution=48, threads=1, device="cpu")
     result = reconstruct(
         s.images, s.c2w, s.camera_angle_x, options,
         progress=lambda stage, fraction: heard.append(("progress", stage, fraction)),

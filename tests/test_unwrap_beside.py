@@ -57,6 +57,27 @@ def test_a_killed_helper_still_gives_uvs():
     assert beside.texels is None  # the caller lays them out
 
 
+def test_a_helper_started_ahead_waits_for_its_mesh():
+    vertices, faces = _mesh()
+    helper = uv.start_helper()
+    time.sleep(0.5)  # its interpreter is up and waiting on its stdin
+    assert helper.poll() is None
+    beside = UnwrapBeside(vertices, faces, 256, 4, 0.01, helper=helper)
+    assert beside.pid == helper.pid  # that one, not a new one
+    _same(beside.result(), unwrap(vertices, faces, 256, 4, 0.01))
+    # One that died while it waited is replaced; one not wanted after all is stopped.
+    dead = uv.start_helper()
+    dead.kill()
+    dead.wait()
+    beside = UnwrapBeside(vertices, faces, 256, 4, 0.01, helper=dead)
+    assert beside.pid not in (None, dead.pid)
+    _same(beside.result(), unwrap(vertices, faces, 256, 4, 0.01))
+    idle = uv.start_helper()
+    uv.stop_helper(idle)
+    with pytest.raises(ProcessLookupError):  # reaped: nothing left of it
+        os.kill(idle.pid, 0)
+
+
 def test_no_helper_process_to_be_had_unwraps_here(monkeypatch):
     monkeypatch.setattr(sys, "executable", os.path.join(os.sep, "no", "such", "python"))
     vertices, faces = _mesh(2)

@@ -36,7 +36,7 @@ from .sds import SDSGuide
 from .texels import texel_surface
 from .texture import bake, fill_texture, register_views
 from .transforms import load_transforms, load_transforms_camera
-from .uv import UnwrapBeside, unwrap
+from .uv import UnwrapBeside, start_helper, stop_helper, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -243,29 +243,37 @@ def _reconstruct(
                 workers=workers,
             ).grid
 
-    with stage("mesh"):
-        vertices, faces = extract_surface(grid, options.field_smoothing)
-        progress("mesh", 0.2)
-        vertices, faces = largest_component(vertices, faces, _KEEP_PART_FRACTION)
-        vertices = taubin_smooth(vertices, faces, options.smoothing_iterations, max_shift=0.5 * grid.spacing)
-        progress("mesh", 0.8)
-        vertices, faces = decimate(vertices, faces, options.max_faces)
-        vertices, faces = largest_component(*drop_coincident_faces(vertices, faces), _KEEP_PART_FRACTION)
-
     # The light fit moves no vertex unless it fits offsets: then the UVs, and the texels
     # they lay out, can be made beside it, in a helper process on the core the one-thread
     # fit leaves free (not the texels of a painted albedo: they need the fit's colours).
-    unwrap_args = (options.texture_size, options.uv_padding, options.max_chart_area_fraction)
+    # The helper starts with the mesh stage, on the core that stage leaves free.
+    helper = start_helper() if options.refine_offsets == 0 and stage.cpu.threads >= 2 else None
     beside = None
-    if options.refine_offsets == 0 and stage.cpu.threads >= 2 and len(faces) >= _UNWRAP_BESIDE_FACES:
-        normals = vertex_normals(vertices, faces) if guide is None else None
-        beside = UnwrapBeside(vertices, faces, *unwrap_args, normals=normals)
-        if beside.pid is not None:  # its core is this job's, not taken by another program
-            stage.cpu.count_as_own(beside.pid)
-    stage.plan("uv", unwrap_seconds(len(faces), beside=beside is not None))
     try:
+        if helper is not None:  # its core is this job's, not taken by another program
+            stage.cpu.count_as_own(helper.pid)
+        with stage("mesh"):
+            vertices, faces = extract_surface(grid, options.field_smoothing)
+            progress("mesh", 0.2)
+            vertices, faces = largest_component(vertices, faces, _KEEP_PART_FRACTION)
+            vertices = taubin_smooth(vertices, faces, options.smoothing_iterations, max_shift=0.5 * grid.spacing)
+            progress("mesh", 0.8)
+            vertices, faces = decimate(vertices, faces, options.max_faces)
+            vertices, faces = largest_component(*drop_coincident_faces(vertices, faces), _KEEP_PART_FRACTION)
+
+        unwrap_args = (options.texture_size, options.uv_padding, options.max_chart_area_fraction)
+        if options.refine_offsets == 0 and stage.cpu.threads >= 2 and len(faces) >= _UNWRAP_BESIDE_FACES:
+            normals = vertex_normals(vertices, faces) if guide is None else None
+            beside = UnwrapBeside(vertices, faces, *unwrap_args, normals=normals, helper=helper)
+            if beside.pid is not None and beside.pid != getattr(helper, "pid", None):  # none ahead, or it died
+                stage.cpu.count_as_own(beside.pid)
+            helper = None  # the unwrap's now
+        stop_helper(helper)  # not wanted after all: a small mesh, or the second CPU was taken
+        helper = None
+        stage.plan("uv", unwrap_seconds(len(faces), beside=beside is not None))
         return _refine_and_finish(images, c2w, camera_angle_x, options, stage, guide, vertices, faces, beside, unwrap_args)
     finally:
+        stop_helper(helper)
         if beside is not None:
             beside.close()
 
