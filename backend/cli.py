@@ -317,7 +317,7 @@ def _proxy_orbit_share(client: Client) -> float:
     the CPUs other processes leave it now."""
     if client.server is not None:
         return client.server.proxy_orbit_share
-    meter = LoadMeter()  # the orbit starts meanwhile: its backend imports torch first anyway
+    meter = LoadMeter()  # a tenth of a second at most: the backend imports torch meanwhile
     second_cpu = second_cpu_free(meter.free(settle_s=SETTLE_S), meter.cpus)
     return StageMemory.load(default_jobs_dir() / STAGE_MEMORY_FILE).proxy_orbit_share(second_cpu)
 

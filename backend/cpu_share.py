@@ -21,6 +21,7 @@ calls it first).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ _MIN_FREE_FOR_TWO = 1.5
 _FIRST_SAMPLE_S = 0.05
 #: Shortest span (seconds per CPU) worth a new measurement.
 _MIN_TICKS_S = 0.04
+#: The CPU counters' tick (``/proc/stat``: 100 Hz).
+_TICK_S = 0.01
 #: How long a job's start may wait for the CPU counters to say how busy the machine is.
-SETTLE_S = 0.05
+SETTLE_S = 0.1
 
 
 def calm_thread_pools() -> None:
@@ -134,10 +137,11 @@ class LoadMeter:
     def others_busy(self, settle_s: float = 0.0) -> float:
         """CPUs' worth of work other processes did since the last measurement; waits up to
         ``settle_s`` for the counters to tick if too little time has passed."""
-        if settle_s > 0:
-            wait = _MIN_TICKS_S * self.cpus - self._ticked()
-            if wait > 0:
-                time.sleep(min(settle_s, wait / max(self.cpus, 1)))
+        # The counters tick at 100 Hz, so one sleep of the exact span often falls a tick
+        # short (then a fresh meter said "all free" beside two busy processes half the time).
+        deadline = time.monotonic() + settle_s
+        while settle_s > 0 and (wait := _MIN_TICKS_S * self.cpus - self._ticked()) > 0 and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, wait / max(self.cpus, 1) + _TICK_S))
         now = _sample(self._helpers)
         last = self._last
         if now.machine is None or last.machine is None:
@@ -160,6 +164,32 @@ class LoadMeter:
     def _ticked(self) -> float:
         machine = _machine_busy_seconds()
         return 0.0 if machine is None or self._last.machine is None else machine[1] - self._last.machine[1]
+
+
+class RecentLoad:
+    """The CPUs other processes left free lately: a long-lived process (the server) samples
+    it every second or so, and a job's start or a hello reads the last sample, not an
+    average since the last job or hello (hours, perhaps, of a render since stopped). Read
+    before any sample, or once the last is stale, it measures now."""
+
+    def __init__(self, max_age_s: float = 3.0) -> None:
+        self.meter = LoadMeter()
+        self.cpus = self.meter.cpus
+        self._max_age_s = max_age_s
+        self._lock = threading.Lock()  # the server samples, the worker reads
+        self._sample: tuple[float, float] | None = None  # (when, free CPUs)
+
+    def sample(self) -> float:
+        with self._lock:
+            free = self.meter.free(settle_s=SETTLE_S)
+            self._sample = (time.monotonic(), free)
+            return free
+
+    def free(self) -> float:
+        last = self._sample
+        if last is not None and time.monotonic() - last[0] <= self._max_age_s:
+            return last[1]
+        return self.sample()
 
 
 def second_cpu_free(free_cpus: float, cpus: int) -> bool:

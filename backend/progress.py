@@ -107,8 +107,11 @@ def load_pace(free_cpus: float, cpus: int) -> float:
     threads and the job's (1.7x beside two busy processes on two CPUs). Stages that would
     have used a second CPU the others took :meth:`StageClock.plan` themselves on one worker,
     at their one-thread weight."""
+    cpus = max(cpus, 1)
     others = max(0.0, cpus - max(free_cpus, 0.0))
-    return max(1.0, (others + _JOB_THREADS) / max(cpus, 1))
+    # As a share of the quiet machine's: the benchmark's own threads had no CPU to spare
+    # on a one-CPU machine either.
+    return max(1.0, (others + _JOB_THREADS) / cpus) / max(1.0, _JOB_THREADS / cpus)
 
 
 _QUIET_FREE = 0.8

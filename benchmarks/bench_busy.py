@@ -89,7 +89,8 @@ def convert_seconds(image: Path, folder: Path) -> dict:
     while chunk := os.read(proc.stderr.fileno(), 1 << 16):
         drawn.append((time.perf_counter() - start, chunk.decode(errors="replace")))
     if proc.wait():
-        raise RuntimeError(f"blend123 convert failed (exit {proc.returncode})")
+        said = "".join(text for _, text in drawn).replace("\r", "\n").strip().splitlines()[-5:]
+        raise RuntimeError(f"blend123 convert failed (exit {proc.returncode}): " + " / ".join(said))
     total = time.perf_counter() - start
     # Every bar drawn: (time, percent, seconds left). The bar shows whole seconds, so half a
     # second of the error is its rounding, not its estimate.

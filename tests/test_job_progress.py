@@ -55,7 +55,8 @@ def test_the_machines_load_and_last_pace_set_where_the_estimate_starts():
     assert load_pace(free_cpus=2.0, cpus=2) == 1.0  # quiet
     assert load_pace(free_cpus=0.0, cpus=2) == pytest.approx(1.7)  # two busy processes on the two CPUs
     assert 1.0 < load_pace(free_cpus=1.0, cpus=2) < 1.3  # one busy process leaves the job's thread a CPU
-    assert load_pace(free_cpus=0.0, cpus=1) == pytest.approx(2.4)  # a one-CPU machine shared with a busy process
+    assert load_pace(free_cpus=1.0, cpus=1) == 1.0  # a quiet one-CPU machine is as the benchmark
+    assert load_pace(free_cpus=0.0, cpus=1) == pytest.approx(2.4 / 1.4)  # shared with a busy process
     assert load_pace(free_cpus=14.0, cpus=16) == 1.0
     # Only a machine whose CPUs are free teaches the stages' ratios: the counters never read
     # quite idle, and a half-busy one runs the stages planned otherwise.
@@ -225,6 +226,16 @@ def test_the_worker_learns_its_pace_from_jobs_that_ran_alone(server, client_fact
     assert memory.pace != 1.0 and 0.0 < memory.pace < 50.0
     # Kept beside the jobs: a restarted backend starts from it.
     assert StageMemory.load(memory.path).pace == pytest.approx(memory.pace)
+    # Beside busy processes (none of two CPUs free lately) a job teaches the pace, taken
+    # back to an unloaded machine's, but not the stages' ratios.
+    worker._load.cpus = 2
+    worker._load.free = lambda: 0.0
+    memory.ratios = {}
+    list(client.events(client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))))
+    assert memory.ratios == {}
+    worker._load.free = lambda: 2.0
+    list(client.events(client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))))
+    assert set(memory.ratios) == {"load model", "views"}  # quiet: the stages it ran
 
 
 def _finished_clock(seconds_of, load: float = 1.0, plan: dict[str, float] | None = None, quiet: bool = True) -> StageClock:

@@ -51,7 +51,7 @@ from blend123.protocol.messages import (
 )
 from blend123.protocol.version import PROTOCOL_VERSION, __version__
 
-from ..cpu_share import LoadMeter, second_cpu_free
+from ..cpu_share import RecentLoad, second_cpu_free
 from ..device import describe_device
 from ..synthesis.registry import ResidentModel, check_model, model_infos
 from ..tasks import warm_up as warm_up_imports
@@ -94,7 +94,7 @@ class Server:
         self.models = ResidentModel()
         # What this machine's stages took in earlier jobs, for the progress bar's first estimate.
         self.stage_memory = StageMemory.load(config.stage_memory_file)
-        self._load = LoadMeter()  # others' load since the last hello, for its orbit share
+        self.load = RecentLoad()  # the CPUs others leave free lately: for jobs' estimates and hello
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._peers: dict[bytes, tuple[float, bytes]] = {}  # routing id -> (last seen, identity)
         self._stop = threading.Event()
@@ -181,6 +181,7 @@ class Server:
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     self._heartbeat()
+                    self.load.sample()  # a span of a heartbeat: no wait for the counters
                     next_heartbeat = now + self.config.heartbeat_s
         finally:
             self.queue.close()
@@ -227,7 +228,7 @@ class Server:
         self.worker = Worker(
             self.queue, self.store, self.outbox, self.context, self._wake_endpoint,
             progress_rate_hz=self.config.progress_rate_hz, models=self.models, on_job_end=lambda job: self._enforce_size_cap(),
-            beside=self._warm_up, stage_memory=self.stage_memory,
+            beside=self._warm_up, stage_memory=self.stage_memory, load=self.load,
         )
         self.worker.start()
 
@@ -316,12 +317,13 @@ class Server:
                 "max_frames": limits.max_frames,
             },
             matting=ModelInfo("matting", "matting", matting.available, matting.detail, matting.hint),
-            proxy_orbit_share=self.proxy_orbit_share(),
+            proxy_orbit_share=self.proxy_orbit_share(device.kind),
         )
 
-    def proxy_orbit_share(self) -> float:
+    def proxy_orbit_share(self, device_kind: str) -> float:
         """The quick proxy's orbit's share of Make Mesh with the CPUs other processes leave now."""
-        return self.stage_memory.proxy_orbit_share(second_cpu_free(self._load.free(), self._load.cpus))
+        second_cpu = second_cpu_free(self.load.free(), self.load.cpus)
+        return self.stage_memory.proxy_orbit_share(second_cpu, photo_on_cpu=device_kind == "cpu")
 
     def _pong(self, who: bytes, asked: list[str], peer: bytes = b"") -> Pong:
         """A pong for ``who``: it names only ``who``'s own jobs. A job whose events are still

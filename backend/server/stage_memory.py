@@ -59,16 +59,17 @@ class StageMemory:
         left the CPUs free (``quiet_machine``)."""
         return StageClock(kind, self.weights(), prior_pace=self.pace * load, load=load, scales=self.scales(), quiet=quiet)
 
-    def proxy_orbit_share(self, second_cpu: bool = True) -> float:
+    def proxy_orbit_share(self, second_cpu: bool = True, photo_on_cpu: bool = True) -> float:
         """The quick proxy's orbit's share of Make Mesh (its orbit, then a reconstruction
         without a model to load) on this machine, for the client's one progress bar;
         ``second_cpu``: other processes leave the job a second CPU (``second_cpu_free``),
-        else photo carving, the unwrap and the bake run on one (beside two busy processes
-        the orbit took 0.09 of the whole against 0.13 quiet)."""
-        weights = self.weights()
+        else photo carving (on the CPU), the unwrap and the bake run on one (beside two
+        busy processes the orbit took 0.09 of the whole against 0.13 quiet)."""
+        weights, scales = self.weights(), self.scales()
         if not second_cpu:
-            scales = self.scales()
             one = {**ONE_WORKER_SECONDS, "uv": unwrap_seconds(BENCHMARK_FACES, beside=False)}
+            if not photo_on_cpu:
+                del one["photo"]
             weights.update({stage: seconds * scales.get(stage, 1.0) for stage, seconds in one.items()})
         orbit = sum(weights[stage] for stage in JOB_STAGES["orbit"])
         mesh = sum(weights[stage] for stage in JOB_STAGES["reconstruct"] if stage != "load model")

@@ -24,7 +24,7 @@ from blend123.protocol.job_phase import JobPhase
 from blend123.protocol.messages import Done, Error, Message, NovelView, Orbit, Progress, Reconstruct
 from blend123.protocol.settings import is_quick_proxy
 
-from ..cpu_share import SETTLE_S, LoadMeter
+from ..cpu_share import RecentLoad
 from ..device import loaded_torch
 from ..images import ImageError
 from ..progress import JobCancelled, StageClock, load_pace, quiet_machine
@@ -72,6 +72,7 @@ class Worker(threading.Thread):
         on_job_end: Callable[[Job], None] = lambda job: None,
         beside: threading.Thread | None = None,
         stage_memory: StageMemory | None = None,
+        load: RecentLoad | None = None,
     ) -> None:
         super().__init__(name="blend123-worker", daemon=True)
         self.queue = queue
@@ -87,7 +88,7 @@ class Worker(threading.Thread):
         self._stopping = threading.Event()
         # For the progress bar's first estimate: how busy the machine is as a job starts,
         # and what its stages took in the jobs before (its pace, the stages' weights).
-        self._load = LoadMeter()
+        self._load = load or RecentLoad()
         self.stage_memory = stage_memory or StageMemory()
         # Work the process does beside its jobs (importing torch at start-up): a job that
         # shared the CPU with it ran slower than the machine will.
@@ -141,7 +142,7 @@ class Worker(threading.Thread):
         if cuda:
             cuda.reset_peak_memory_stats()
         alone = self.beside is None or not self.beside.is_alive()
-        free, cpus = self._load.free(settle_s=SETTLE_S), self._load.cpus
+        free, cpus = self._load.free(), self._load.cpus
         memory = self.stage_memory
         clock = memory.clock(job.kind, load_pace(free, cpus), quiet_machine(free, cpus))
         ctx = TaskContext(
