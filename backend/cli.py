@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_orbit)
 
     p = sub.add_parser("reconstruct", help="views with known cameras (transforms.json) to a textured GLB")
-    p.add_argument("transforms", type=Path, help="a NeRF-style transforms.json")
+    p.add_argument("transforms", type=Path, help="a NeRF-style transforms.json, or the folder that holds it")
     p.add_argument("-o", "--output", type=Path, required=True, help="output .glb")
     _add_mesh(p)
     p.add_argument(
@@ -452,7 +452,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     try:
         images, c2w, camera = load_transforms_camera(args.transforms)
     except (OSError, ValueError) as exc:
-        raise CommandError(str(exc), "pass a NeRF-style transforms.json, e.g. one written by `blend123 orbit`") from None
+        raise CommandError(str(exc), "pass a NeRF-style transforms.json, or the folder `blend123 orbit` wrote") from None
     sds = {}
     if args.sds_model:
         if not -len(images) <= args.sds_frame < len(images):

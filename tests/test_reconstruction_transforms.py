@@ -21,6 +21,9 @@ def test_round_trip(tmp_path, suffix):
     np.testing.assert_array_equal(images, s.images[:4])
     np.testing.assert_allclose(c2w, s.c2w[:4])
     assert angle == pytest.approx(s.camera_angle_x)
+    # The folder that holds it, as `blend123 orbit -o FOLDER` names it, reads the same.
+    assert path.name == "transforms.json"
+    np.testing.assert_array_equal(load_transforms(path.parent)[0], images)
 
 
 def test_rgb_images_on_white_are_keyed_not_made_opaque(tmp_path):
@@ -74,6 +77,8 @@ def test_bad_json_gives_a_clear_error(tmp_path, content, message):
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no transforms file"):
         load_transforms(tmp_path / "nope.json")
+    with pytest.raises(FileNotFoundError, match="no transforms file"):
+        load_transforms(tmp_path)  # a folder without one
     frame = {"file_path": "./train/missing", "transform_matrix": np.eye(4).tolist()}
     with pytest.raises(FileNotFoundError, match="missing"):
         load_transforms(_write(tmp_path, {"camera_angle_x": 0.6, "frames": [frame]}))

@@ -28,7 +28,8 @@ def load_transforms(path) -> tuple[np.ndarray, np.ndarray, float]:
 def load_transforms_camera(path) -> tuple[np.ndarray, np.ndarray, CameraIntrinsics]:
     """Read a ``transforms.json``: returns ``(images (N, H, W, 4) uint8, c2w (N, 4, 4), intrinsics)``.
 
-    ``frames[].file_path`` is relative to the json's folder, with or without the
+    ``path`` may also be the folder that holds ``transforms.json``. ``frames[].file_path``
+    is relative to the json's folder, with or without the
     ``.png`` suffix (the original NeRF datasets leave it out). Images without alpha (RGB, or
     alpha that is opaque everywhere), as view-synthesis models and many datasets give them,
     have their subject keyed out of the plain background (:mod:`.masks`); a frame where that
@@ -37,6 +38,8 @@ def load_transforms_camera(path) -> tuple[np.ndarray, np.ndarray, CameraIntrinsi
     missing json or image and ``ValueError`` naming the problem for anything malformed.
     """
     path = Path(path)
+    if path.is_dir() and (path / "transforms.json").is_file():  # the folder `blend123 orbit` wrote
+        path = path / "transforms.json"
     if not path.is_file():
         raise FileNotFoundError(f"no transforms file at {path}")
     try:
