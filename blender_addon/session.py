@@ -44,6 +44,8 @@ LOST_AFTER_S = 2.5
 RECONNECT_EVERY_S = 2.0
 #: Requests that must not freeze the UI on a lost backend (cancel, job status).
 SHORT_REQUEST_S = 2.0
+#: A hello asked only to refresh what the backend measures (``fresh_server``).
+_FRESH_HELLO_S = 0.5
 #: What the panel and the reports say about a job the backend no longer has.
 LOST_JOB_HINT = "the backend no longer has this job (it restarted or its worker failed): start the job again"
 
@@ -177,6 +179,18 @@ class Session:
         self.status, self.hint = "not connected", ""
         self.lost = False
         self._connect_deadline = 0.0
+
+    def fresh_server(self) -> HelloReply | None:
+        """The backend's hello as of now, for what moves between jobs (the quick proxy
+        orbit's share of Make Mesh follows the CPUs other programs leave it: Blender may
+        have started rendering since the session connected); the last one when it does not
+        answer within a blink, so the UI never waits on it."""
+        if self.client is not None and not self.lost:
+            try:
+                self.server = self._with_timeout(_FRESH_HELLO_S, lambda: self.client.hello("blend123-blender"))
+            except ProtocolError:
+                pass  # the hello from the connection stands
+        return self.server
 
     def require(self, context: bpy.types.Context | None = None) -> Client:
         """The connected client, connecting on demand; JobFailed says why not."""

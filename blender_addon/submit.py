@@ -52,8 +52,9 @@ def submit_orbit(context, scene: bpy.types.Scene, then_mesh: bool = False) -> Jo
         request = orbit_request(reference_rgba(scene), frame, options)
     except (SettingsError, ReferenceImageError, scene_import.SceneSetupError) as exc:
         raise as_job_failed(exc) from None
-    # Make Mesh: the orbit and the mesh after it share one progress bar.
-    server = session().server
+    # Make Mesh: the orbit and the mesh after it share one progress bar, shared as the
+    # backend measures its machine now.
+    server = session().fresh_server() if then_mesh else None
     chain = ChainProgress.orbit_then_mesh(options.model, server.proxy_orbit_share if server else -1.0) if then_mesh else None
     return session().submit(request, ORBIT, chain, scene=scene.name, frame=frame.as_list(), then_mesh=then_mesh, options=options)
 

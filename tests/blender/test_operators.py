@@ -284,6 +284,32 @@ def test_timer_tick_applies_results_without_blocking(connected, scene):
     assert timer.tick() is None  # nothing to watch: the timer stops itself
 
 
+def test_make_mesh_shares_its_bar_as_the_backend_measures_now(connected, scene):
+    """The quick proxy orbit's share of Make Mesh follows the CPUs other programs leave the
+    backend (Blender may have started rendering since the session connected): Make Mesh
+    asks the backend's hello again; a plain orbit does not."""
+    _place_reference(scene)
+    hello, asked = connected.client.hello, []
+
+    def busy_hello(name):
+        reply = hello(name)
+        asked.append(reply.proxy_orbit_share)
+        reply.proxy_orbit_share = 0.05  # as a backend beside busy processes might measure
+        return reply
+
+    connected.client.hello = busy_hello
+    try:
+        submit = ext("submit")
+        plain = submit.submit_orbit(bpy.context, scene)
+        assert asked == [] and plain.chain is None
+        info = submit.submit_orbit(bpy.context, scene, then_mesh=True)
+        assert len(asked) == 1 and 0.02 <= asked[0] <= 0.5  # the backend's own measure, asked now
+        assert info.chain.shares[0] == pytest.approx(0.05)
+    finally:
+        connected.client.hello = hello
+        connected.cancel_all()
+
+
 def _live_view(job_id, rgba, seq=1):
     messages = ext("protocol.messages")
     return messages.View(job_id, 0, 1, 10.0, 0.0, 2.0, np.eye(4), 0.6, rgba, seq=seq)
