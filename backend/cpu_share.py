@@ -89,13 +89,27 @@ def _process_cpu_seconds(pid: int) -> float | None:
     return (float(fields[11]) + float(fields[12])) / hz  # utime, stime (fields 14 and 15)
 
 
+def _live_children() -> set[int]:
+    """This process's child processes, running or not yet waited for (``/proc``; empty
+    where the kernel does not list them)."""
+    children: set[int] = set()
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children", encoding="ascii") as listed:
+                children.update(int(pid) for pid in listed.read().split())
+    except (OSError, ValueError):
+        pass
+    return children
+
+
 def _own_cpu_seconds(helpers: set[int]) -> float:
-    """CPU time of this process, of its children that have ended, and of the helper
-    processes in ``helpers`` still running (those that ended are dropped from it: their
-    time is in the children's once waited for)."""
+    """CPU time of this process and of its children: those that ended (in ``os.times``
+    once waited for), those still running (their whole lifetime, so a span's difference
+    is what they did in it), and the helper processes in ``helpers`` (those that ended are
+    dropped from it: their time is in the children's once waited for)."""
     times = os.times()
     own = times.user + times.system + times.children_user + times.children_system
-    for pid in list(helpers):
+    for pid in _live_children() | helpers:
         seconds = _process_cpu_seconds(pid)
         if seconds is None:
             helpers.discard(pid)
@@ -117,8 +131,9 @@ def _sample(helpers: set[int]) -> _Sample:
 class LoadMeter:
     """How many CPUs' worth of work other processes do: the machine's busy time since the
     last measurement minus this process's own (``/proc/stat``; the load average elsewhere).
-    Its own includes its children's and the helper processes :meth:`count_as_own` names:
-    the unwrap beside the light fit is not another program taking a CPU."""
+    Its own includes its children's, running or ended, and the helper processes
+    :meth:`count_as_own` names: the unwrap beside the light fit is not another program
+    taking a CPU, for this meter or any other of the process (the server's, for hello)."""
 
     def __init__(self) -> None:
         # A scheduler's allowance (Ray sets OMP_NUM_THREADS to a worker's CPUs) caps it.
@@ -128,7 +143,10 @@ class LoadMeter:
         self._estimate = 0.0
 
     def count_as_own(self, pid: int) -> None:
-        """Count helper process ``pid``'s CPU time, from now, as this process's own."""
+        """Count helper process ``pid``'s CPU time, from now, as this process's own. A child
+        of this process counts as its own anyway, where the kernel lists children."""
+        if pid in _live_children():
+            return
         seconds = _process_cpu_seconds(pid)
         if seconds is not None:
             self._helpers.add(pid)
