@@ -143,9 +143,10 @@ class LoadMeter:
         self._estimate = 0.0
 
     def count_as_own(self, pid: int) -> None:
-        """Count helper process ``pid``'s CPU time, from now, as this process's own. A child
-        of this process counts as its own anyway, where the kernel lists children."""
-        if pid in _live_children():
+        """Count helper process ``pid``'s CPU time, from now, as this process's own (once:
+        naming it again changes nothing). A child of this process counts as its own
+        anyway, where the kernel lists children."""
+        if pid in self._helpers or pid in _live_children():
             return
         seconds = _process_cpu_seconds(pid)
         if seconds is not None:

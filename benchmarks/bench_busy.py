@@ -72,6 +72,12 @@ def _stolen_seconds() -> float:
         return 0.0
 
 
+def eta_error(said: float, left: float, rounding: float = 0.0) -> float:
+    """How far an ETA was from the time really left, relative to it; ``rounding``: the part
+    of the difference that is the display's (a bar in whole seconds: half a second)."""
+    return max(0.0, abs(said - left) - rounding) / left
+
+
 _BAR = re.compile(r"(\d+)% [^\r\n]*?(\d+) s left")
 
 
@@ -95,7 +101,7 @@ def convert_seconds(image: Path, folder: Path) -> dict:
     # Every bar drawn: (time, percent, seconds left). The bar shows whole seconds, so half a
     # second of the error is its rounding, not its estimate.
     bars = [(t, int(m[1]), int(m[2])) for t, text in drawn for m in _BAR.finditer(text)]
-    errors = [max(0.0, abs(left - (total - t)) - 0.5) / (total - t) for t, percent, left in bars if percent >= 10 and total - t > 1.0]
+    errors = [eta_error(left, total - t, rounding=0.5) for t, percent, left in bars if percent >= 10 and total - t > 1.0]
     return {
         "seconds": total,
         "stolen_s": _stolen_seconds() - stolen,
@@ -154,7 +160,7 @@ def staged_run(client: Client, image) -> dict:
     for (t0, stage, _, _), (t1, _, _, _) in zip(seen, seen[1:] + [(total, "", 1.0, 0.0)]):
         stages[stage] = stages.get(stage, 0.0) + (t1 - t0)
     # The ETA's error relative to the time really left, from 10% done until the last second.
-    late = [(stage, abs(eta - (total - t)) / (total - t)) for t, stage, f, eta in seen if f >= 0.1 and eta >= 0 and total - t > 1.0]
+    late = [(stage, eta_error(eta, total - t)) for t, stage, f, eta in seen if f >= 0.1 and eta >= 0 and total - t > 1.0]
     errors = [e for _, e in late]
     worst = {}
     for stage, error in late:

@@ -143,3 +143,15 @@ def test_recent_load_reads_the_last_sample_while_it_is_fresh():
     time.sleep(0.35)
     load.free()  # stale: measured again
     assert len(measured) == 2
+
+
+def test_a_helper_named_twice_counts_once():
+    # Not a child (started detached), so only naming it makes it own work; naming it again
+    # must not take its past CPU off the span twice.
+    with _other_programs(1) as (pid,):
+        time.sleep(0.3)
+        meter = LoadMeter()
+        meter.count_as_own(pid)
+        once = meter._last.own_cpu
+        meter.count_as_own(pid)
+        assert meter._last.own_cpu == once and pid in meter._helpers

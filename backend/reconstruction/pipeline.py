@@ -264,10 +264,9 @@ def _reconstruct(
         unwrap_args = (options.texture_size, options.uv_padding, options.max_chart_area_fraction)
         if options.refine_offsets == 0 and stage.cpu.threads >= 2 and len(faces) >= _UNWRAP_BESIDE_FACES:
             normals = vertex_normals(vertices, faces) if guide is None else None
-            beside = UnwrapBeside(vertices, faces, *unwrap_args, normals=normals, helper=helper)
-            if beside.pid is not None and beside.pid != getattr(helper, "pid", None):  # none ahead, or it died
+            beside, helper = UnwrapBeside(vertices, faces, *unwrap_args, normals=normals, helper=helper), None
+            if beside.pid is not None:  # the one started ahead, or another if that one died
                 stage.cpu.count_as_own(beside.pid)
-            helper = None  # the unwrap's now
         stop_helper(helper)  # not wanted after all: a small mesh, or the second CPU was taken
         helper = None
         stage.plan("uv", unwrap_seconds(len(faces), beside=beside is not None))
