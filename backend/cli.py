@@ -355,6 +355,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .tasks import warm_up
 
     warm_up()  # torch and the reconstruction loaded before saying "serving": requests are answered at once
+    server.probe_speed()  # and the first job's estimate starts from this machine's pace
     auth = "CURVE authentication on" if args.curve_secret else "loopback only, no authentication"
     print(f"blend123 {__version__} serving on {endpoint} ({auth}); jobs in {config.jobs_dir}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())

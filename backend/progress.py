@@ -8,11 +8,36 @@ cancelled, so work stops at the next step without any polling code in the stages
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Callable
 
+
+class Way(str, Enum):
+    """How a stage runs: as in the benchmark, or otherwise (:meth:`StageClock.plan`). A
+    machine learns each way's seconds apart (``StageMemory``): a bake on one worker beside
+    two busy processes is not the two-worker bake slowed by the load alone."""
+
+    BENCHMARK = ""
+    ONE_WORKER = "one worker"  # no second CPU free: one view (chunk) at a time
+    AFTER_THE_FIT = "after the fit"  # the unwrap, not beside the light fit
+    TEXELS_HERE = "texels here"  # the bake laying out its own texels (no helper did)
+
+
+def ratio_key(stage: str, way: Way = Way.BENCHMARK) -> str:
+    """The name a machine's ratio for ``stage`` run ``way`` goes by."""
+    return f"{stage} ({way.value})" if way is not Way.BENCHMARK else stage
+
+
+def way_scale(scales: dict[str, float], stage: str, way: Way = Way.BENCHMARK) -> float:
+    """A stage's weight per benchmark second on this machine when run ``way``: its own
+    where the machine learned it, else the stage's as the benchmark ran it."""
+    return scales.get(ratio_key(stage, way), scales.get(stage, 1.0))
+
+
 ProgressFn = Callable[[str, float], None]
-#: ``plan(stage, seconds)``: a stage will take ``seconds`` at the benchmark's pace.
-PlanFn = Callable[[str, float], None]
+#: ``plan(stage, seconds, way)``: a stage will take ``seconds`` at the benchmark's pace,
+#: run ``way``.
+PlanFn = Callable[[str, float, Way], None]
 
 
 class JobCancelled(Exception):
@@ -23,7 +48,7 @@ def no_progress(stage: str, fraction: float) -> None:
     """A ``ProgressFn`` for callers that do not care."""
 
 
-def no_plan(stage: str, seconds: float) -> None:
+def no_plan(stage: str, seconds: float, way: Way = Way.BENCHMARK) -> None:
     """A ``PlanFn`` for callers without a progress clock."""
 
 
@@ -148,7 +173,8 @@ class StageClock:
         quiet: bool = True,
     ) -> None:
         """``scales``: a stage's weight per benchmark second on this machine, where it
-        differs from the others' (``StageMemory``); a :meth:`plan` is scaled by it.
+        differs from the others' (``StageMemory``), by :func:`ratio_key`; a :meth:`plan` is
+        scaled by its way's.
         ``quiet``: other processes left the CPUs free as the job started (:func:`quiet_machine`)."""
         self.stages = list(JOB_STAGES.get(kind, ()))
         self.weights = dict(weights)
@@ -159,7 +185,8 @@ class StageClock:
         self.pace = prior_pace  # the latest estimate, for the machine's next job
         self.worked_s = 0.0  # benchmark seconds of work done
         self.stage_seconds: dict[str, float] = {}  # wall seconds of each stage that ended
-        self.planned: dict[str, float] = {}  # stages run otherwise than in the benchmark: its seconds
+        self.planned: dict[str, float] = {}  # stages the job planned: their benchmark seconds
+        self.ways: dict[str, Way] = {}  # and how they run
         self._current = -1
         self._stage_started = 0.0
         self._overall = 0.0
@@ -167,10 +194,12 @@ class StageClock:
     def _weight(self, stage: str) -> float:
         return self.weights.get(stage, 1.0)
 
-    def plan(self, stage: str, seconds: float) -> None:
-        """``stage`` (still to come or running) will take ``seconds`` at the benchmark's pace."""
+    def plan(self, stage: str, seconds: float, way: Way = Way.BENCHMARK) -> None:
+        """``stage`` (still to come or running) will take ``seconds`` at the benchmark's pace,
+        run ``way``."""
         self.planned[stage] = max(0.0, float(seconds))
-        self.weights[stage] = self.planned[stage] * self.scales.get(stage, 1.0)
+        self.ways[stage] = way
+        self.weights[stage] = self.planned[stage] * way_scale(self.scales, stage, way)
 
     def finish(self, elapsed_s: float) -> None:
         """The job ended ``elapsed_s`` after it started: the running stage's time is known."""

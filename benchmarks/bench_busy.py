@@ -14,9 +14,10 @@ Each condition runs ``--repeat`` times; the table has medians, and the runs' sec
 printed with what the host stole from this virtual machine meanwhile (``steal``). Every
 ``serve`` keeps its jobs folder from the runs before, as a user's backend does, so it
 starts from the stage timings the machine showed in them (``stage_memory.py``); the very
-first run starts from the benchmark's (``rm`` the ``stage_seconds.json`` of the user's
-cache folder first for ``convert`` to do the same). Prints a markdown table and the
-busy/quiet ratio stage by stage; writes JSON to ``--out``.
+first run starts from the speed probe's reading (``speed_probe.py``; ``rm`` the
+``stage_seconds.json`` of the user's cache folder first for ``convert`` to do the same),
+and the probe's pace is printed beside the pace that first job showed. Prints a markdown
+table and the busy/quiet ratio stage by stage; writes JSON to ``--out``.
 
     python benchmarks/bench_busy.py [--busy 2] [--repeat 3] [--image examples/duck.png] [--out benchmarks/results/busy.json]
 """
@@ -44,6 +45,7 @@ if str(REPO) not in sys.path:
 from blend123.backend.images import load_rgba  # noqa: E402
 from blend123.protocol.client import Client  # noqa: E402
 from blend123.protocol.job_progress import ChainProgress  # noqa: E402
+from blend123.backend.speed_probe import probe_pace  # noqa: E402
 from blend123.protocol.messages import Done, Error, Orbit, Progress, Reconstruct  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "busy.json"
@@ -195,6 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "image": args.image.name,
         "runs": {},
+        # What a fresh backend starts from, against the pace its first mesh job showed.
+        "speed_probe": {"pace": probe_pace(), "first_job_pace": None},
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -207,6 +211,10 @@ def main(argv: list[str] | None = None) -> dict:
                     # image, and an artist's next Make Mesh is usually of another image.
                     with serve(folder) as client:
                         staged.append(staged_run(client, image))
+                    if report["speed_probe"]["first_job_pace"] is None:
+                        kept = json.loads((folder / "jobs" / "stage_seconds.json").read_text())
+                        report["speed_probe"]["first_job_pace"] = kept["pace"]
+                        print(f"speed probe: pace {report['speed_probe']['pace']:.2f}; the first mesh job ran at {kept['pace']:.2f}", flush=True)
             run = {
                 "convert_s": statistics.median(c["seconds"] for c in converts),
                 "convert_runs": converts,

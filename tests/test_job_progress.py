@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from blend123.backend.progress import JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, load_pace, quiet_machine, unwrap_seconds
+from blend123.backend.progress import JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, load_pace, quiet_machine, unwrap_seconds
 from blend123.backend.server.stage_memory import StageMemory
 from blend123.protocol.job_progress import ChainProgress, orbit_share
 from blend123.protocol.messages import Orbit, Progress, Reconstruct
@@ -165,6 +165,10 @@ def test_the_proxy_orbits_share_is_the_backends_measure_of_its_machine():
     one = {**STAGE_SECONDS, **ONE_WORKER_SECONDS, "uv": unwrap_seconds(50_000, beside=False)}
     busy = orbit / (orbit + sum(one[s] for s in stages))
     assert default.proxy_orbit_share(second_cpu=False) == pytest.approx(busy) and busy < 0.8 * default.proxy_orbit_share()
+    # A machine whose one-worker bake took twice its plan weighs it so.
+    default.ratios = {"texture (one worker)": 2.0}
+    slower = orbit / (orbit + sum(one[s] for s in stages) + ONE_WORKER_SECONDS["texture"])
+    assert default.proxy_orbit_share(second_cpu=False) == pytest.approx(slower)
     # The bar takes the backend's share for the quick proxy, its own where there is none or
     # it makes no sense, and never for a diffusion model's orbit.
     assert ChainProgress.orbit_then_mesh("default", 0.09).shares == pytest.approx([0.09, 0.91])
@@ -214,16 +218,20 @@ def test_the_worker_learns_its_pace_from_jobs_that_ran_alone(server, client_fact
     client = client_factory(server.endpoint, timeout_s=60.0)
     worker = server.worker
     memory = worker.stage_memory
-    assert memory.pace == 1.0 and memory.path == server.config.jobs_dir / "stage_seconds.json"
+    assert memory.path == server.config.jobs_dir / "stage_seconds.json"
+    server._warm_up.join(timeout=60)
+    # A machine no job has timed starts from the speed probe's reading, not the benchmark's 1.0.
+    assert not memory.timed and memory.pace != 1.0 and 0.1 <= memory.pace <= 10.0
+    probed = memory.pace
     # A job beside the start-up's import of torch runs slower than the machine will.
     importing = threading.Thread(target=threading.Event().wait, args=(30,), daemon=True)
     importing.start()
     worker.beside = importing
     list(client.events(client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))))
-    assert memory.pace == 1.0 and not memory.path.exists()
+    assert memory.pace == probed and not memory.timed and not memory.path.exists()
     worker.beside = None
     list(client.events(client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))))
-    assert memory.pace != 1.0 and 0.0 < memory.pace < 50.0
+    assert memory.timed and memory.pace != probed and 0.0 < memory.pace < 50.0
     # Kept beside the jobs: a restarted backend starts from it.
     assert StageMemory.load(memory.path).pace == pytest.approx(memory.pace)
     # Beside busy processes (none of two CPUs free lately) a job teaches the pace, taken
@@ -238,12 +246,13 @@ def test_the_worker_learns_its_pace_from_jobs_that_ran_alone(server, client_fact
     assert set(memory.ratios) == {"load model", "views"}  # quiet: the stages it ran
 
 
-def _finished_clock(seconds_of, load: float = 1.0, plan: dict[str, float] | None = None, quiet: bool = True) -> StageClock:
-    """A reconstruction's clock after every stage took ``seconds_of(stage)``."""
+def _finished_clock(seconds_of, load: float = 1.0, plan: dict[str, tuple[float, Way]] | None = None, quiet: bool = True) -> StageClock:
+    """A reconstruction's clock after every stage took ``seconds_of(stage)``; ``plan``: the
+    stages planned, in benchmark seconds, and how they ran."""
     clock = StageClock("reconstruct", load=load, prior_pace=load, quiet=quiet)
     stages = [s for s in JOB_STAGES["reconstruct"] if s != "load model"]
-    for stage, seconds in (plan or {}).items():
-        clock.plan(stage, seconds)
+    for stage, (seconds, way) in (plan or {}).items():
+        clock.plan(stage, seconds, way)
     elapsed = 0.0
     for stage in stages:
         clock.update(stage, 0.0, elapsed)
@@ -254,9 +263,9 @@ def _finished_clock(seconds_of, load: float = 1.0, plan: dict[str, float] | None
 
 
 def test_the_clock_times_each_stage_and_knows_which_were_planned():
-    clock = _finished_clock(lambda s: 2.0 * STAGE_SECONDS[s], plan={"uv": 1.0})
+    clock = _finished_clock(lambda s: 2.0 * STAGE_SECONDS[s], plan={"uv": (1.0, Way.AFTER_THE_FIT)})
     assert clock.stage_seconds == pytest.approx({s: 2.0 * STAGE_SECONDS[s] for s in JOB_STAGES["reconstruct"][1:]})
-    assert clock.planned == {"uv": 1.0}
+    assert clock.planned == {"uv": 1.0} and clock.ways == {"uv": Way.AFTER_THE_FIT}
 
 
 def test_a_machine_whose_fit_and_bake_are_slow_learns_their_weights():
@@ -288,22 +297,39 @@ def test_a_machine_whose_fit_and_bake_are_slow_learns_their_weights():
     assert clock.weights["photo"] * memory.pace == pytest.approx(ONE_WORKER_SECONDS["photo"] * 1.3)
 
 
-def test_only_unloaded_unplanned_stages_teach_their_ratios():
+def test_each_stage_teaches_the_ratio_of_the_way_it_ran():
     memory = StageMemory()
     memory.learn(_finished_clock(lambda s: 4.0 * STAGE_SECONDS[s], load=2.0, quiet=False))
-    assert memory.ratios == {} and memory.pace == pytest.approx(2.0)  # the pace, unloaded
-    memory.learn(_finished_clock(lambda s: 10.0 if s == "uv" else STAGE_SECONDS[s], plan={"uv": 10.0}))
-    assert "uv" not in memory.ratios and memory.ratios["photo"] == pytest.approx(1.0)  # run inline: not as the benchmark ran it
+    assert memory.ratios == {} and memory.pace == pytest.approx(2.0)  # the pace, unloaded; loaded stages say no ratio
+    # The unwrap after the fit teaches its own ratio, not the one of the unwrap beside it.
+    after = unwrap_seconds(50_000, beside=False)
+    memory.learn(_finished_clock(lambda s: 2.0 * after if s == "uv" else STAGE_SECONDS[s], plan={"uv": (after, Way.AFTER_THE_FIT)}))
+    assert "uv" not in memory.ratios and memory.ratios["uv (after the fit)"] == pytest.approx(2.0)
+    assert memory.ratios["photo"] == pytest.approx(1.0)
+    # A stage re-planned as the benchmark runs it (a CPU came free) teaches the plain ratio.
+    memory.learn(_finished_clock(lambda s: 1.4 * STAGE_SECONDS[s] if s == "photo" else STAGE_SECONDS[s], plan={"photo": (STAGE_SECONDS["photo"], Way.BENCHMARK)}))
+    assert memory.ratios["photo"] == pytest.approx(1.2)  # half way from 1.0
+    # The bake on one worker beside busy processes took 1.5x what the load explains: a
+    # ratio of its own, learned at that load, and the next such bake is planned at it.
+    one = ONE_WORKER_SECONDS["texture"]
+    memory.learn(_finished_clock(lambda s: 1.5 * 2.0 * one if s == "texture" else 2.0 * STAGE_SECONDS[s], load=2.0, quiet=False, plan={"texture": (one, Way.ONE_WORKER)}))
+    assert memory.ratios["texture (one worker)"] == pytest.approx(1.5) and memory.ratios["texture"] == pytest.approx(1.0)
+    clock = memory.clock("reconstruct", load=2.0, quiet=False)
+    clock.plan("texture", one, Way.ONE_WORKER)
+    assert clock.weights["texture"] * clock.prior_pace == pytest.approx(1.5 * 2.0 * one)
+    clock.plan("texture", STAGE_SECONDS["texture"])  # the CPU came free after all: the plain ratio
+    assert clock.weights["texture"] * memory.pace == pytest.approx(STAGE_SECONDS["texture"])
 
 
 def test_stage_memory_survives_a_restart_and_ignores_a_damaged_file(tmp_path):
     path = tmp_path / "jobs" / "stage_seconds.json"
     memory = StageMemory.load(path)
     assert memory.ratios == {} and memory.pace == 1.0  # none yet
-    memory.learn(_finished_clock(lambda s: 3.0 * STAGE_SECONDS[s] * (2.0 if s == "photo" else 1.0)))
+    memory.learn(_finished_clock(lambda s: 3.0 * STAGE_SECONDS[s] * (2.0 if s == "photo" else 1.0), plan={"uv": (1.0, Way.AFTER_THE_FIT)}))
     memory.save()
     again = StageMemory.load(path)
     assert again.ratios == pytest.approx(memory.ratios) and again.pace == pytest.approx(memory.pace)
+    assert "uv (after the fit)" in again.ratios
     assert again.weights()["photo"] / again.weights()["carve"] == pytest.approx(2.0 * STAGE_SECONDS["photo"] / STAGE_SECONDS["carve"])
     damaged = ("{not json", '{"version": 2, "pace": "fast", "ratios": {}}', '{"version": 2, "pace": 1.0, "ratios": {"photo": -3}}', "[]")
     for damage in damaged:

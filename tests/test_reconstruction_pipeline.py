@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from .recon_fixtures import FAST_OPTIONS, face_centroid_colours, reconstruction, scene
 
-from blend123.backend.progress import ONE_WORKER_SECONDS, STAGE_SECONDS, JobCancelled, unwrap_seconds
+from blend123.backend.progress import ONE_WORKER_SECONDS, STAGE_SECONDS, JobCancelled, Way, unwrap_seconds
 from benchmarks.quality import synthetic
 from benchmarks.quality.surface_metrics import bbox_diagonal, f_score, sample_surface
 from blend123.backend.reconstruction import pipeline
@@ -160,20 +160,21 @@ def test_stages_that_run_otherwise_than_in_the_benchmark_say_so():
     seconds, from the first stage on (an estimate that jumps when photo carving starts
     misleads), and nothing of the kind on two."""
     s = scene()
-    heard: list[tuple[str, str, float]] = []  # ("plan" | "progress", stage, seconds | fraction)
+    heard: list[tuple] = []  # ("plan", stage, seconds, way) | ("progress", stage, fraction)
     options = dataclasses.replace(FAST_OPTIONS, grid_resolution=48, threads=1, device="cpu")
     result = reconstruct(
         s.images, s.c2w, s.camera_angle_x, options,
         progress=lambda stage, fraction: heard.append(("progress", stage, fraction)),
-        plan=lambda stage, seconds: heard.append(("plan", stage, seconds)),
+        plan=lambda stage, seconds, way: heard.append(("plan", stage, seconds, way)),
     )
-    planned = [(stage, seconds) for kind, stage, seconds in heard if kind == "plan"]
-    assert ("photo", ONE_WORKER_SECONDS["photo"]) in planned
-    assert ("texture", ONE_WORKER_SECONDS["texture"]) in planned  # the bake one chunk at a time
-    uv = [seconds for stage, seconds in planned if stage == "uv"]
-    assert uv[-1] == pytest.approx(unwrap_seconds(len(result.faces), beside=False), rel=0.2)  # in proportion to the faces
+    planned = [event[1:] for event in heard if event[0] == "plan"]
+    assert ("photo", ONE_WORKER_SECONDS["photo"], Way.ONE_WORKER) in planned
+    assert ("texture", ONE_WORKER_SECONDS["texture"], Way.ONE_WORKER) in planned  # the bake one chunk at a time
+    uv = [(seconds, way) for stage, seconds, way in planned if stage == "uv"]
+    assert uv[-1][0] == pytest.approx(unwrap_seconds(len(result.faces), beside=False), rel=0.2)  # in proportion to the faces
+    assert uv[-1][1] is Way.AFTER_THE_FIT
     first = heard.index(("progress", "carve", 0.0))
-    assert {stage for kind, stage, _ in heard[:first] if kind == "plan"} == {"photo", "uv", "texture"}
+    assert {event[1] for event in heard[:first] if event[0] == "plan"} == {"photo", "uv", "texture"}
     two = []
     reconstruct(s.images, s.c2w, s.camera_angle_x, dataclasses.replace(options, threads=2), plan=lambda *planned: two.append(planned))
-    assert "photo" not in dict(two) and ("texture", ONE_WORKER_SECONDS["texture"]) not in two
+    assert not [plan for plan in two if plan[2] is Way.ONE_WORKER]

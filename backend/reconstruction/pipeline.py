@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from ..cpu_share import CpuShare
-from ..progress import ONE_WORKER_SECONDS, STAGE_SECONDS, PlanFn, ProgressFn, no_plan, no_progress, sub_progress, unwrap_seconds
+from ..progress import ONE_WORKER_SECONDS, STAGE_SECONDS, PlanFn, ProgressFn, Way, no_plan, no_progress, sub_progress, unwrap_seconds
 from .carve import Silhouettes, carve
 from .export import export_glb
 from .light import SGLight, benchmark_view
@@ -178,13 +178,17 @@ class _Stages:
         self.progress = progress
         self.cpu = cpu
         self._plan = plan
-        self.planned: dict[str, float] = {}  # what the clock has heard, by stage
+        self.planned: dict[str, tuple[float, Way]] = {}  # what the clock has heard, by stage
         self.seconds: dict[str, float] = {}
 
-    def plan(self, name: str, seconds: float) -> None:
-        """Tell the progress clock that stage ``name`` will take ``seconds`` at the benchmark's pace."""
-        self.planned[name] = seconds
-        self._plan(name, seconds)
+    def plan(self, name: str, seconds: float, way: Way = Way.BENCHMARK) -> None:
+        """Tell the progress clock that stage ``name`` will take ``seconds`` at the benchmark's pace, run ``way``."""
+        self.planned[name] = (seconds, way)
+        self._plan(name, seconds, way)
+
+    def runs_otherwise(self, name: str) -> bool:
+        """Whether stage ``name`` was last planned to run otherwise than in the benchmark."""
+        return name in self.planned and self.planned[name][1] is not Way.BENCHMARK
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
@@ -269,7 +273,7 @@ def _reconstruct(
                 stage.cpu.count_as_own(beside.pid)
         stop_helper(helper)  # not wanted after all: a small mesh, or the second CPU was taken
         helper = None
-        stage.plan("uv", unwrap_seconds(len(faces), beside=beside is not None))
+        stage.plan("uv", unwrap_seconds(len(faces), beside=beside is not None), Way.BENCHMARK if beside is not None else Way.AFTER_THE_FIT)
         return _refine_and_finish(images, c2w, camera_angle_x, options, stage, guide, vertices, faces, beside, unwrap_args)
     finally:
         stop_helper(helper)
@@ -285,12 +289,12 @@ def _plan_workers(stage: _Stages, options: ReconstructionOptions, device) -> Non
     again when they know."""
     if stage.cpu.threads < 2:
         if device.type == "cpu":  # on a GPU photo carving does not walk the views on threads
-            stage.plan("photo", ONE_WORKER_SECONDS["photo"])
-        stage.plan("uv", unwrap_seconds(options.max_faces, beside=False))
-        stage.plan("texture", ONE_WORKER_SECONDS["texture"])
+            stage.plan("photo", ONE_WORKER_SECONDS["photo"], Way.ONE_WORKER)
+        stage.plan("uv", unwrap_seconds(options.max_faces, beside=False), Way.AFTER_THE_FIT)
+        stage.plan("texture", ONE_WORKER_SECONDS["texture"], Way.ONE_WORKER)
         return
     for name in ("photo", "texture"):  # planned on one worker before: a CPU came free since
-        if name in stage.planned:
+        if stage.runs_otherwise(name):
             stage.plan(name, STAGE_SECONDS[name])
 
 
@@ -349,10 +353,10 @@ def _refine_and_finish(
         surface = beside.texels if beside is not None else None  # laid out by the helper
         ends = _texture_ends(texels_here=surface is None, workers=stage.cpu.threads)
         if stage.cpu.threads < 2:
-            stage.plan("texture", ONE_WORKER_SECONDS["texture"])
+            stage.plan("texture", ONE_WORKER_SECONDS["texture"], Way.ONE_WORKER)
         elif surface is None:
-            stage.plan("texture", STAGE_SECONDS["texture"] / (1.0 - _TEXTURE_PARTS[2][0]))
-        elif "texture" in stage.planned:  # planned on one worker before; the CPU came free since
+            stage.plan("texture", STAGE_SECONDS["texture"] / (1.0 - _TEXTURE_PARTS[2][0]), Way.TEXELS_HERE)
+        elif stage.runs_otherwise("texture"):  # planned on one worker before; the CPU came free since
             stage.plan("texture", STAGE_SECONDS["texture"])
         painted = guide is not None and fit is not None and light is not None
         if surface is None:

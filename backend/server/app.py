@@ -53,6 +53,7 @@ from blend123.protocol.version import PROTOCOL_VERSION, __version__
 
 from ..cpu_share import RecentLoad, second_cpu_free
 from ..device import describe_device
+from ..speed_probe import probe_pace
 from ..synthesis.registry import ResidentModel, check_model, model_infos
 from ..tasks import warm_up as warm_up_imports
 from .config import ServerConfig
@@ -105,6 +106,8 @@ class Server:
         self.socket: zmq.Socket | None = None
         self.worker: Worker | None = None
         self._warm_up: threading.Thread | None = None  # importing torch beside the first jobs
+        self._probe_lock = threading.Lock()
+        self._probed = False
         self.worker_restarts = 0
         self.endpoint = ""  # the bound endpoint, with the real port for tcp://...:0
 
@@ -156,7 +159,7 @@ class Server:
         # torch and the reconstruction load beside the first job rather than before it: a
         # quick-proxy orbit needs neither, and hello (or the first reconstruction) waits
         # only for what is left of the import.
-        warm_up = self._warm_up = threading.Thread(target=warm_up_imports, name="blend123-warm-up", daemon=True)
+        warm_up = self._warm_up = threading.Thread(target=self._prepare, name="blend123-warm-up", daemon=True)
         warm_up.start()
         self._start_worker()
         poller = zmq.Poller()
@@ -223,6 +226,21 @@ class Server:
                             peer.decode(errors="replace") if isinstance(peer, bytes) else peer)
 
     # --- the worker and its supervisor ----------------------------------------------------------
+
+    def _prepare(self) -> None:
+        """The warm-up thread: the imports, then the speed probe."""
+        warm_up_imports()
+        self.probe_speed()
+
+    def probe_speed(self) -> None:
+        """On a machine no job has timed yet, the first estimate starts from the speed
+        probe's pace (once; a GPU's pace is not the CPU's: none there). Needs torch loaded."""
+        with self._probe_lock:
+            if self._probed or self.stage_memory.timed:
+                return
+            self._probed = True
+            if describe_device().kind == "cpu":
+                self.stage_memory.start_from(probe_pace())
 
     def _start_worker(self) -> None:
         self.worker = Worker(

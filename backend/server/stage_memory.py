@@ -4,10 +4,14 @@
 measured on two hosts of the same 2-core virtual machine type, the light fit and the
 bake took 1.4-1.6x longer on the second while the proxy's views took as long, so a
 first estimate made from the proxy's views fell 30% short. The worker therefore learns,
-from every job that ran the way the benchmark ran (alone, on an unloaded machine, no
-stage planned otherwise), each stage's seconds per benchmark second on this machine, and
-the last job's pace, and keeps them in a small JSON file beside the jobs: the first job
-after a restart starts from them.
+from every job that ran alone, the job's pace and each stage's seconds per benchmark
+second on this machine, and keeps them in a small JSON file beside the jobs: the first
+job after a restart starts from them. A stage run as in the benchmark teaches its ratio
+only on an unloaded machine (other processes slow the stages unevenly); a stage run
+another way (:class:`~blend123.backend.progress.Way`: on one worker, mostly beside busy
+processes) teaches its own, at any load: what that way costs here beyond its plan and the
+load's share (``benchmarks/bench_busy.py`` on the 2-core CPU: the one-worker bake's ratio
+came out 1.3-1.4x the two-worker bake's, photo carving's on one worker 1.2-1.3x).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..progress import BENCHMARK_FACES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, unwrap_seconds
+from ..progress import BENCHMARK_FACES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, ratio_key, unwrap_seconds, way_scale
 
 log = logging.getLogger("blend123.worker")
 
@@ -42,6 +46,13 @@ class StageMemory:
     ratios: dict[str, float] = field(default_factory=dict)
     pace: float = 1.0
     path: Path | None = None  # where it is kept; None: in memory only
+    timed: bool = False  # a job on this machine set the pace (here, or kept from before)
+
+    def start_from(self, pace: float | None) -> None:
+        """Start from ``pace`` (``speed_probe``'s reading of this machine) rather than the
+        benchmark machine's, unless a job has timed this machine already."""
+        if pace is not None and not self.timed:
+            self.pace = _bounded(pace)
 
     def scales(self) -> dict[str, float]:
         """Each timed stage's ratio relative to the pace: its weight per benchmark second."""
@@ -67,10 +78,11 @@ class StageMemory:
         busy processes the orbit took 0.09 of the whole against 0.13 quiet)."""
         weights, scales = self.weights(), self.scales()
         if not second_cpu:
-            one = {**ONE_WORKER_SECONDS, "uv": unwrap_seconds(BENCHMARK_FACES, beside=False)}
+            one = {(stage, Way.ONE_WORKER): seconds for stage, seconds in ONE_WORKER_SECONDS.items()}
+            one[("uv", Way.AFTER_THE_FIT)] = unwrap_seconds(BENCHMARK_FACES, beside=False)
             if not photo_on_cpu:
-                del one["photo"]
-            weights.update({stage: seconds * scales.get(stage, 1.0) for stage, seconds in one.items()})
+                del one[("photo", Way.ONE_WORKER)]
+            weights.update({stage: seconds * way_scale(scales, stage, way) for (stage, way), seconds in one.items()})
         orbit = sum(weights[stage] for stage in JOB_STAGES["orbit"])
         mesh = sum(weights[stage] for stage in JOB_STAGES["reconstruct"] if stage != "load model")
         return orbit / (orbit + mesh)
@@ -86,9 +98,9 @@ class StageMemory:
             if data.get("version") != _VERSION:
                 return memory
             pace = float(data["pace"])
-            ratios = {str(stage): float(ratio) for stage, ratio in data["ratios"].items() if stage in STAGE_SECONDS}
+            ratios = {str(key): float(ratio) for key, ratio in data["ratios"].items() if key in _KEYS}
             if _within(pace) and all(_within(ratio) for ratio in ratios.values()):
-                memory.pace, memory.ratios = pace, ratios
+                memory.pace, memory.ratios, memory.timed = pace, ratios, True
         except FileNotFoundError:
             pass
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -97,21 +109,22 @@ class StageMemory:
 
     def learn(self, clock: StageClock) -> None:
         """Take in a finished job that ran alone (call :meth:`StageClock.finish` first)."""
-        # A stage planned otherwise was weighed in benchmark seconds by its plan.
+        # A planned stage was weighed in benchmark seconds by its plan.
         bench = {stage: clock.planned.get(stage, STAGE_SECONDS.get(stage, 1.0)) for stage in clock.stage_seconds}
         if sum(bench.values()) <= 0 or clock.load <= 0:
             return
         self.pace = _bounded(sum(clock.stage_seconds.values()) / sum(bench.values()) / clock.load)
-        if not clock.quiet:  # other processes slow the stages unevenly
-            return
+        self.timed = True
         # A new dict, swapped in whole: the server thread reads it for hello meanwhile.
         ratios = dict(self.ratios)
         for stage, seconds in clock.stage_seconds.items():
-            if stage in clock.planned or stage not in STAGE_SECONDS:
+            way = clock.ways.get(stage, Way.BENCHMARK)
+            key = ratio_key(stage, way)
+            if key not in _KEYS or bench[stage] <= 0 or (way is Way.BENCHMARK and not clock.quiet):
                 continue
-            seen = _bounded(seconds / STAGE_SECONDS[stage] / clock.load)
-            known = ratios.get(stage)
-            ratios[stage] = seen if known is None else known + _LEARN_RATE * (seen - known)
+            seen = _bounded(seconds / bench[stage] / clock.load)
+            known = ratios.get(key)
+            ratios[key] = seen if known is None else known + _LEARN_RATE * (seen - known)
         self.ratios = ratios
 
     def save(self) -> None:
@@ -125,6 +138,14 @@ class StageMemory:
             os.replace(tmp, self.path)
         except OSError as exc:
             log.warning("could not keep the stage timings in %s: %s", self.path, exc)
+
+
+#: The ratios a machine learns: every stage as the benchmark ran it, and the ways a stage
+#: can run otherwise.
+_KEYS = frozenset(
+    [*STAGE_SECONDS, *(ratio_key(stage, Way.ONE_WORKER) for stage in ONE_WORKER_SECONDS),
+     ratio_key("uv", Way.AFTER_THE_FIT), ratio_key("texture", Way.TEXELS_HERE)]
+)
 
 
 def _within(value: float) -> bool:

@@ -1,0 +1,73 @@
+"""A backend no job has timed yet starts its first estimate from a quick speed probe."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from blend123.backend.progress import JOB_STAGES, STAGE_SECONDS
+from blend123.backend.server.stage_memory import StageMemory
+from blend123.backend.speed_probe import REFERENCE_S, probe_pace, probe_seconds
+from blend123.protocol.messages import Orbit, Progress
+
+
+def test_the_probe_is_quick_and_reads_the_same_twice():
+    start = time.perf_counter()
+    first = probe_seconds()
+    assert time.perf_counter() - start < 2.0  # a start-up cost nobody waits on
+    readings = sorted([first, probe_seconds(), probe_seconds()])
+    assert readings[0] > 0 and readings[-1] < 1.5 * readings[0]
+    pace = probe_pace()
+    assert pace is not None and 0.1 <= pace <= 10.0
+    assert pace == pytest.approx(probe_seconds() / REFERENCE_S, rel=0.5)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs a CPU for the busy program and one for the probe")
+def test_another_busy_program_hardly_moves_the_probe():
+    """The load is ``load_pace``'s to count; the probe keeps the fastest of its repeats."""
+    quiet = min(probe_seconds() for _ in range(3))
+    started = subprocess.run(
+        ["sh", "-c", f"'{sys.executable}' -c 'while True: pass' > /dev/null 2>&1 & echo $!"], capture_output=True, text=True, check=True
+    )
+    pid = int(started.stdout.split()[0])
+    try:
+        time.sleep(0.3)
+        busy = min(probe_seconds() for _ in range(3))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert busy < 1.3 * quiet
+
+
+def test_only_a_machine_no_job_has_timed_starts_from_the_probe(tmp_path):
+    fresh = StageMemory.load(tmp_path / "stage_seconds.json")
+    fresh.start_from(None)  # a reading that made no sense
+    assert fresh.pace == 1.0
+    fresh.start_from(0.6)
+    assert fresh.pace == 0.6 and not fresh.timed
+    fresh.start_from(1e6)
+    assert fresh.pace == 50.0  # bounded, like a learned pace
+    fresh.pace, fresh.timed = 1.3, True  # a job timed it (or a restart kept its timing)
+    fresh.save()
+    kept = StageMemory.load(fresh.path)
+    assert kept.timed
+    kept.start_from(0.6)
+    assert kept.pace == pytest.approx(1.3)
+
+
+def test_a_fresh_serve_starts_its_first_estimate_from_the_probe(serve_process, client_factory, reference_image):
+    backend = serve_process()  # a jobs folder of its own: no job has timed this machine
+    client = client_factory(backend.address, timeout_s=60.0)
+    first = next(e for e in client.events(client.submit(Orbit(reference_image, [10.0], views=6))) if isinstance(e, Progress))
+    at_benchmark = sum(STAGE_SECONDS[s] for s in JOB_STAGES["orbit"])
+    pace = probe_pace()  # this machine, read here
+    assert pace is not None
+    # The probe before "serving", so even a job sent at once starts from it (at most the
+    # load of other programs on top: the test suite's own).
+    assert first.eta_s == pytest.approx(at_benchmark * pace, rel=0.35)
