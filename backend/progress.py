@@ -23,6 +23,15 @@ class Way(str, Enum):
     TEXELS_HERE = "texels here"  # the bake laying out its own texels (no helper did)
 
 
+#: The ways a stage runs when other processes took the second CPU. A job teaches their
+#: ratios only when it started on a busy machine: the load it read then is what made it run
+#: them, and what their seconds are divided by (an unwrap after the fit on a quiet machine,
+#: of a small mesh or after an SDS fit, teaches nothing). The other ways (the benchmark's, the bake
+#: laying out its own texels) run two workers, which other processes slow unevenly: they
+#: teach only on a quiet machine.
+BUSY_WAYS = frozenset({Way.ONE_WORKER, Way.AFTER_THE_FIT})
+
+
 def ratio_key(stage: str, way: Way = Way.BENCHMARK) -> str:
     """The name a machine's ratio for ``stage`` run ``way`` goes by."""
     return f"{stage} ({way.value})" if way is not Way.BENCHMARK else stage
@@ -30,8 +39,13 @@ def ratio_key(stage: str, way: Way = Way.BENCHMARK) -> str:
 
 def way_scale(scales: dict[str, float], stage: str, way: Way = Way.BENCHMARK) -> float:
     """A stage's weight per benchmark second on this machine when run ``way``: its own
-    where the machine learned it, else the stage's as the benchmark ran it."""
-    return scales.get(ratio_key(stage, way), scales.get(stage, 1.0))
+    where the machine learned it, else the stage's as the benchmark ran it. The unwrap
+    after the fit borrows nothing: the plain uv stage is the wait for the helper's unwrap,
+    a few hundredths of a second whose ratio says nothing about xatlas's whole run."""
+    own = scales.get(ratio_key(stage, way))
+    if own is not None:
+        return own
+    return 1.0 if way is Way.AFTER_THE_FIT else scales.get(stage, 1.0)
 
 
 ProgressFn = Callable[[str, float], None]
@@ -113,6 +127,14 @@ JOB_STAGES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The ratios a machine learns (``StageMemory``), by :func:`ratio_key`: every stage as the
+#: benchmark ran it, and the ways a stage can run otherwise.
+RATIO_KEYS = frozenset(
+    [*STAGE_SECONDS, *(ratio_key(stage, Way.ONE_WORKER) for stage in ONE_WORKER_SECONDS),
+     ratio_key("uv", Way.AFTER_THE_FIT), ratio_key("texture", Way.TEXELS_HERE)]
+)
+
+
 def unwrap_seconds(faces: int, beside: bool) -> float:
     """The uv stage at the benchmark's pace: next to nothing when the unwrap was made beside
     the fit, else in proportion to the faces."""
@@ -144,8 +166,9 @@ _QUIET_FREE = 0.8
 
 def quiet_machine(free_cpus: float, cpus: int) -> bool:
     """Whether other processes leave the CPUs the benchmark had (two, or all of fewer): a
-    job then teaches this machine's stage ratios (``StageMemory``). The counters never read
-    quite idle (1.9-2.0 of 2 free measured on a quiet machine)."""
+    job then teaches this machine's ratios of the stages run as in the benchmark, and a job
+    that starts otherwise those of :data:`BUSY_WAYS` (``StageMemory``). The counters never
+    read quite idle (1.9-2.0 of 2 free measured on a quiet machine)."""
     return free_cpus >= _QUIET_FREE * min(cpus, 2)
 
 

@@ -184,6 +184,19 @@ def _keys(dicts) -> list[str]:
     return list(dict.fromkeys(k for d in dicts for k in d))
 
 
+def first_job_pace(jobs: Path) -> float | None:
+    """The pace the backend kept from its first job; None where it kept none (a job beside
+    the start-up's import teaches nothing)."""
+    try:
+        return float(json.loads((jobs / "stage_seconds.json").read_text())["pace"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _pace_text(pace: float | None) -> str:
+    return "none" if pace is None else f"{pace:.2f}"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--busy", type=int, default=2, help="busy processes beside the busy run")
@@ -212,9 +225,9 @@ def main(argv: list[str] | None = None) -> dict:
                     with serve(folder) as client:
                         staged.append(staged_run(client, image))
                     if report["speed_probe"]["first_job_pace"] is None:
-                        kept = json.loads((folder / "jobs" / "stage_seconds.json").read_text())
-                        report["speed_probe"]["first_job_pace"] = kept["pace"]
-                        print(f"speed probe: pace {report['speed_probe']['pace']:.2f}; the first mesh job ran at {kept['pace']:.2f}", flush=True)
+                        report["speed_probe"]["first_job_pace"] = first_job_pace(folder / "jobs")
+                        print(f"speed probe: pace {_pace_text(report['speed_probe']['pace'])}; the first mesh job ran at "
+                              f"{_pace_text(report['speed_probe']['first_job_pace'])}", flush=True)
             run = {
                 "convert_s": statistics.median(c["seconds"] for c in converts),
                 "convert_runs": converts,

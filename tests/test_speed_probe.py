@@ -11,9 +11,16 @@ import time
 
 import pytest
 
+from blend123.backend.device import describe_device
 from blend123.backend.progress import JOB_STAGES, STAGE_SECONDS
+from blend123.backend.server import app
+from blend123.backend.server.app import Server
+from blend123.backend.server.config import ServerConfig
 from blend123.backend.server.stage_memory import StageMemory
 from blend123.backend.speed_probe import REFERENCE_S, probe_pace, probe_seconds
+
+#: The probe times the CPU: a backend on a GPU keeps the benchmark's pace.
+ON_CPU = describe_device().kind == "cpu"
 from blend123.protocol.messages import Orbit, Progress
 
 
@@ -66,8 +73,34 @@ def test_a_fresh_serve_starts_its_first_estimate_from_the_probe(serve_process, c
     client = client_factory(backend.address, timeout_s=60.0)
     first = next(e for e in client.events(client.submit(Orbit(reference_image, [10.0], views=6))) if isinstance(e, Progress))
     at_benchmark = sum(STAGE_SECONDS[s] for s in JOB_STAGES["orbit"])
-    pace = probe_pace()  # this machine, read here
+    pace = probe_pace() if ON_CPU else 1.0  # this machine, read here
     assert pace is not None
     # The probe before "serving", so even a job sent at once starts from it (at most the
     # load of other programs on top: the test suite's own).
     assert first.eta_s == pytest.approx(at_benchmark * pace, rel=0.35)
+
+
+def test_the_server_probes_once_and_never_over_a_timing(tmp_path, monkeypatch, caplog):
+    server = Server(ServerConfig(jobs_dir=tmp_path / "fresh"))
+    server.probe_speed()
+    probed = server.stage_memory.pace
+    assert (probed != 1.0) == ON_CPU and not server.stage_memory.timed
+    server.stage_memory.pace = 7.0
+    server.probe_speed()  # the warm-up and `serve` both ask: the first answer stands
+    assert server.stage_memory.pace == 7.0
+    # A machine a job has timed (kept from before a restart) keeps that timing.
+    timed = StageMemory(pace=1.3, path=tmp_path / "timed" / "stage_seconds.json")
+    timed.save()
+    server = Server(ServerConfig(jobs_dir=tmp_path / "timed", stage_memory_file=timed.path))
+    assert server.stage_memory.timed
+    server.probe_speed()
+    assert server.stage_memory.pace == pytest.approx(1.3)
+    # A probe that fails costs the first estimate, never the backend.
+    def broken() -> float:
+        raise RuntimeError("no timer")
+
+    monkeypatch.setattr(app, "describe_device", lambda: type("Cpu", (), {"kind": "cpu"})())
+    monkeypatch.setattr(app, "probe_pace", broken)
+    server = Server(ServerConfig(jobs_dir=tmp_path / "broken"))
+    server.probe_speed()
+    assert server.stage_memory.pace == 1.0 and "speed probe failed" in caplog.text

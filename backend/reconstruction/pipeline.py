@@ -157,9 +157,10 @@ def reconstruct(
 
     ``guide`` (a loaded Zero123-class model and the reference view) turns on masked SDS in
     the refine stage: surfaces no view saw get their albedo from the model instead of the
-    texture's fill from the nearest charts. ``plan`` hears how long the stages that run
-    otherwise than in the benchmark (photo carving on one worker, the unwrap after the
-    fit) will take, once that is decided.
+    texture's fill from the nearest charts. ``plan`` hears how long, and which way, the
+    stages that run otherwise than in the benchmark (photo carving and the bake on one
+    worker, the unwrap after the fit, the bake laying out its own texels) will take once
+    that is decided, and again when one goes back to the benchmark's way.
     """
     images, c2w = _check_inputs(images, c2w, camera_angle_x)
     options.validate()

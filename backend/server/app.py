@@ -105,7 +105,7 @@ class Server:
         self._monitor: zmq.Socket | None = None
         self.socket: zmq.Socket | None = None
         self.worker: Worker | None = None
-        self._warm_up: threading.Thread | None = None  # importing torch beside the first jobs
+        self._warm_up: threading.Thread | None = None  # importing torch, then the speed probe, beside the first jobs
         self._probe_lock = threading.Lock()
         self._probed = False
         self.worker_restarts = 0
@@ -239,8 +239,11 @@ class Server:
             if self._probed or self.stage_memory.timed:
                 return
             self._probed = True
-            if describe_device().kind == "cpu":
-                self.stage_memory.start_from(probe_pace())
+            try:
+                if describe_device().kind == "cpu":
+                    self.stage_memory.start_from(probe_pace())
+            except Exception as exc:  # an estimate is not worth a backend: keep the benchmark's pace
+                log.warning("the speed probe failed (%s): first estimates use the benchmark machine's pace", exc)
 
     def _start_worker(self) -> None:
         self.worker = Worker(

@@ -6,12 +6,14 @@ bake took 1.4-1.6x longer on the second while the proxy's views took as long, so
 first estimate made from the proxy's views fell 30% short. The worker therefore learns,
 from every job that ran alone, the job's pace and each stage's seconds per benchmark
 second on this machine, and keeps them in a small JSON file beside the jobs: the first
-job after a restart starts from them. A stage run as in the benchmark teaches its ratio
-only on an unloaded machine (other processes slow the stages unevenly); a stage run
-another way (:class:`~blend123.backend.progress.Way`: on one worker, mostly beside busy
-processes) teaches its own, at any load: what that way costs here beyond its plan and the
-load's share (``benchmarks/bench_busy.py`` on the 2-core CPU: the one-worker bake's ratio
-came out 1.3-1.4x the two-worker bake's, photo carving's on one worker 1.2-1.3x).
+job after a restart starts from them; a backend no job has timed starts from a short
+speed probe's pace (``speed_probe.py``). A stage run as in the benchmark teaches its ratio
+only on an unloaded machine (other processes slow the stages unevenly); a stage run one of
+the ways other processes force on a job (``progress.BUSY_WAYS``: on one worker, the unwrap
+after the fit) teaches its own in a job that started beside them: what that way costs here
+beyond its plan and the load's share (``benchmarks/bench_busy.py`` on the 2-core CPU: the
+one-worker bake's ratio came out 1.3-1.4x the two-worker bake's, photo carving's on one
+worker 1.2-1.3x).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..progress import BENCHMARK_FACES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, ratio_key, unwrap_seconds, way_scale
+from ..progress import BENCHMARK_FACES, BUSY_WAYS, JOB_STAGES, ONE_WORKER_SECONDS, RATIO_KEYS, STAGE_SECONDS, StageClock, Way, ratio_key, unwrap_seconds, way_scale
 
 log = logging.getLogger("blend123.worker")
 
@@ -40,8 +42,9 @@ _BOUNDS = (0.05, 50.0)
 
 @dataclass
 class StageMemory:
-    """Seconds per benchmark second on this machine, unloaded: each stage's, and the pace
-    of the last job (for the stages not timed yet and the job as a whole)."""
+    """Seconds per benchmark second on this machine, unloaded: each way of running a
+    stage's, and the pace (the last job's, or the speed probe's before any), for the stages
+    not timed yet and the job as a whole."""
 
     ratios: dict[str, float] = field(default_factory=dict)
     pace: float = 1.0
@@ -98,7 +101,7 @@ class StageMemory:
             if data.get("version") != _VERSION:
                 return memory
             pace = float(data["pace"])
-            ratios = {str(key): float(ratio) for key, ratio in data["ratios"].items() if key in _KEYS}
+            ratios = {str(key): float(ratio) for key, ratio in data["ratios"].items() if key in RATIO_KEYS}
             if _within(pace) and all(_within(ratio) for ratio in ratios.values()):
                 memory.pace, memory.ratios, memory.timed = pace, ratios, True
         except FileNotFoundError:
@@ -120,7 +123,8 @@ class StageMemory:
         for stage, seconds in clock.stage_seconds.items():
             way = clock.ways.get(stage, Way.BENCHMARK)
             key = ratio_key(stage, way)
-            if key not in _KEYS or bench[stage] <= 0 or (way is Way.BENCHMARK and not clock.quiet):
+            # The job's load, read as it started, is what a way's seconds are divided by.
+            if key not in RATIO_KEYS or bench[stage] <= 0 or (way in BUSY_WAYS) == clock.quiet:
                 continue
             seen = _bounded(seconds / bench[stage] / clock.load)
             known = ratios.get(key)
@@ -138,14 +142,6 @@ class StageMemory:
             os.replace(tmp, self.path)
         except OSError as exc:
             log.warning("could not keep the stage timings in %s: %s", self.path, exc)
-
-
-#: The ratios a machine learns: every stage as the benchmark ran it, and the ways a stage
-#: can run otherwise.
-_KEYS = frozenset(
-    [*STAGE_SECONDS, *(ratio_key(stage, Way.ONE_WORKER) for stage in ONE_WORKER_SECONDS),
-     ratio_key("uv", Way.AFTER_THE_FIT), ratio_key("texture", Way.TEXELS_HERE)]
-)
 
 
 def _within(value: float) -> bool:

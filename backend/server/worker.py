@@ -90,8 +90,8 @@ class Worker(threading.Thread):
         # and what its stages took in the jobs before (its pace, the stages' weights).
         self._load = load or RecentLoad()
         self.stage_memory = stage_memory or StageMemory()
-        # Work the process does beside its jobs (importing torch at start-up): a job that
-        # shared the CPU with it ran slower than the machine will.
+        # Work the process does beside its jobs (importing torch and the speed probe at
+        # start-up): a job that shared the CPU with it ran slower than the machine will.
         self.beside = beside
 
     def stop(self) -> None:
