@@ -43,6 +43,8 @@ if str(REPO) not in sys.path:
 
 from benchmarks.quality import metrics, render, scenes  # noqa: E402
 from benchmarks.quality.dataset import EvalObject  # noqa: E402
+from blend123.backend.reconstruction.carve import Silhouettes, carve  # noqa: E402
+from blend123.backend.reconstruction.mesh import extract_surface  # noqa: E402
 from blend123.backend.reconstruction.pipeline import ReconstructionOptions, reconstruct  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "quality.json"
@@ -82,6 +84,18 @@ def run_pipeline(obj: EvalObject, options: ReconstructionOptions, views=None):
     start = time.perf_counter()
     result = reconstruct(images, c2w, angle, options)
     return result, time.perf_counter() - start
+
+
+def visual_hull(options: ReconstructionOptions, views) -> tuple[np.ndarray, np.ndarray]:
+    """The visual hull alone of ``views`` = (images, c2w, camera_angle_x): their masks carved
+    on the pipeline's grid, its surface as extracted before any carving by colour,
+    decimation or smoothing. The floor a reconstruction must not fall below in F-score:
+    one that does has eroded what the masks alone keep (a table's legs, a handle)."""
+    images, c2w, angle = views
+    masks = images[..., 3] > options.alpha_threshold
+    shows = masks.any(axis=(1, 2))  # as the pipeline, without the views that show nothing
+    grid = carve(Silhouettes.from_masks(masks[shows], c2w[shows], angle), options.grid_resolution)
+    return extract_surface(grid, options.field_smoothing)
 
 
 def degraded_views(folder: Path):
@@ -155,6 +169,8 @@ def evaluate_object(
     start = time.perf_counter()
     record = {"object": obj.name, "variant": variant, "seen": obj.name in {s.name for s in scenes.SEEN}}
     record |= evaluate(obj, result, supersample)
+    hull = metrics.geometry_scores(*visual_hull(options, views or (obj.input.images, obj.input.c2w, obj.input.camera_angle_x)), obj.vertices, obj.faces)
+    record["hull"] = {"f1": hull.f1.f, "f2": hull.f2.f}
     record |= {
         "reconstruct_seconds": seconds,
         "stage_seconds": result.stage_seconds,
@@ -187,6 +203,8 @@ COLUMNS = [
     ("CD-L1", ("geometry", "chamfer_l1"), "{:.4f}"),
     ("F@1%", ("geometry", "f1"), "{:.3f}"),
     ("F@2%", ("geometry", "f2"), "{:.3f}"),
+    ("hull F@1%", ("hull", "f1"), "{:.3f}"),
+    ("hull F@2%", ("hull", "f2"), "{:.3f}"),
     ("vIoU", ("geometry", "volume_iou"), "{:.3f}"),
     ("PSNR", ("appearance", "psnr"), "{:.2f}"),
     ("SSIM", ("appearance", "ssim"), "{:.3f}"),
@@ -336,6 +354,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(line)
     beaten = [r["object"] for r in records if r["albedo"]["psnr"] > r["views_as_albedo"]["psnr"]]
     print(f"albedo closer to the truth than the shaded views: {len(beaten)} of {len(records)} objects")
+    for name, group in (("clean", records), ("degraded", degraded)):
+        below = [f"{r['object']} ({r['geometry']['f1']:.3f} < {r['hull']['f1']:.3f})" for r in group if r["geometry"]["f1"] < r["hull"]["f1"]]
+        if group:
+            print(f"{name}: objects below their own visual hull in F@1%: {', '.join(below) or 'none'}")
 
     report = {
         "benchmark": "quality",

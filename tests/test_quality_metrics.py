@@ -295,6 +295,9 @@ def test_light_model_comparison_runs_the_pipeline_twice(monkeypatch):
     assert record["geometry"]["f2"] == 1.0 and record["geometry"]["volume_iou"] == 1.0
     assert record["albedo"]["mae"] < 0.01 < record["albedo_baked"]["mae"]
     assert record["albedo_cut"] > 0.9
+    # The floor beside it: the hull of three views' masks holds the box and more (its corners
+    # cut by three silhouettes only), so it scores below the true box the fake returned.
+    assert 0.2 < record["hull"]["f1"] < 0.99 * record["geometry"]["f1"], record["hull"]
     table = bench_quality.markdown([record], bench_quality.mean_record([record]))
     assert "n/a" not in table.splitlines()[-1]
 
@@ -307,6 +310,7 @@ def test_without_a_baked_comparison_the_cut_is_not_applicable():
         "appearance": {"psnr": 27.0, "ssim": 0.9, "psnr_object": 20.0},
         "albedo": {"mae": 0.1, "psnr": 18.0},
         "views_as_albedo": {"mae": 0.12, "psnr": 17.0},
+        "hull": {"f1": 0.7, "f2": 0.85},
         "albedo_baked": None,
         "albedo_cut": None,
         "reconstruct_seconds": 1.0,
