@@ -332,3 +332,16 @@ def test_sg_irradiance_reads_the_pipelines_lobe_json_with_ambient():
     }
     normals = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     np.testing.assert_allclose(metrics.sg_irradiance(normals, lobes), metrics.sg_irradiance(normals, flat) + 0.1)
+
+
+def test_hull_lines_name_the_objects_below_each_floor():
+    def record(name: str, f1: float, hull: float) -> dict:
+        return {"object": name, "geometry": {"f1": f1}, "hull": {"f1": hull}}
+
+    clean = [record("arch", 0.89, 0.85), record("mug", 0.62, 0.61)]
+    degraded = [record("arch", 0.87, 0.89), record("mug", 0.60, 0.59)]
+    lines = bench_quality.hull_lines(clean, degraded)
+    assert lines[0].endswith(": none")
+    assert "arch (0.870 < 0.890)" in lines[1] and "mug" not in lines[1]
+    assert "mug (0.600 < 0.610)" in lines[2] and "arch" not in lines[2]
+    assert bench_quality.hull_lines([], degraded) == [lines[1]]
