@@ -27,7 +27,7 @@ from blend123.protocol.codec import Limits
 from blend123.protocol import settings as S
 from blend123.protocol.camera import DEFAULT_FOV_DEG, ORBIT_VIEWS, CameraIntrinsics
 from blend123.protocol.client import Client, CurveClientKeys, check_address
-from blend123.protocol.errors import Blend123Error, ProtocolError
+from blend123.protocol.errors import TIMEOUT, Blend123Error, ProtocolError
 from blend123.protocol.job_progress import ChainProgress
 from blend123.protocol.messages import Done, Error, GenerationSettings, Mesh, Message, NovelView, Orbit, Progress, Reconstruct, View
 from blend123.protocol.version import __version__
@@ -306,6 +306,18 @@ def run_job(client: Client, request: Message, quiet: bool, bar: JobBar | None = 
         with contextlib.suppress(ProtocolError):
             client.cancel(job_id)
         raise
+    except ProtocolError as exc:
+        if exc.code != TIMEOUT:
+            raise
+        bars.close()
+        # The client's own advice (resume the job once the backend is back) needs a job id
+        # and a command the command line has not: say where to look and what to run.
+        raise ProtocolError(
+            TIMEOUT,
+            f"{exc.message} (job {job_id[:8]})",
+            f"check that the backend at {client.address} is running, then run the command again "
+            "(a backend that was restarted does not carry on with the job it was running)",
+        ) from None
     finally:
         if bar is None or step == len(bar.chain.shares) - 1:
             bars.close()

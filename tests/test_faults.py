@@ -21,7 +21,8 @@ import zmq
 
 from blend123.protocol import codec
 from blend123.protocol.client import Client
-from blend123.protocol.errors import DISK_FULL, JOB_LOST, UNKNOWN_JOB, ProtocolError
+from blend123.backend.cli import run_job
+from blend123.protocol.errors import DISK_FULL, JOB_LOST, TIMEOUT, UNKNOWN_JOB, ProtocolError
 from blend123.protocol.messages import Done, Error, FetchResult, GenerationSettings, Hello, NovelView, Orbit, View
 
 from .conftest import ServeProcess
@@ -106,6 +107,26 @@ def test_kill_9_mid_job_then_restart_ends_the_waiting_client_with_job_lost(tmp_p
             assert client.status(job_id).state == "interrupted"
         finally:
             restarted.stop()
+    finally:
+        client.close()
+        backend.stop()
+
+
+def test_a_command_whose_backend_dies_says_where_to_look_and_what_to_run(tmp_path, reference_image):
+    """The client's advice to resume the job needs a job id and a command the command line
+    has not: a command tells the user which backend to check and to run it again."""
+    backend = ServeProcess([], tmp_path / "jobs")
+    client = Client(backend.address, timeout_s=2.0, heartbeat_s=0.2)
+    try:
+        events = run_job(client, Orbit(reference_image, [10.0], settings=GenerationSettings(resolution=512)), quiet=True)
+        next(e for e in events if isinstance(e, View))
+        backend.proc.kill()
+        backend.proc.wait(10)
+        with pytest.raises(ProtocolError) as failed:
+            list(events)
+        error = failed.value
+        assert error.code == TIMEOUT and "has not answered" in error.message, error
+        assert backend.address in error.hint and "run the command again" in error.hint and "resume" not in error.hint
     finally:
         client.close()
         backend.stop()
