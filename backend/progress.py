@@ -109,11 +109,14 @@ STAGE_SECONDS: dict[str, float] = {
 ONE_WORKER_SECONDS: dict[str, float] = {"photo": 2.7, "texture": 2.0}
 _INLINE_UNWRAP_SECONDS = 1.1
 BENCHMARK_FACES = 50_000
-#: Stages whose cost is set by the output's size (faces, texture), not by the object. The
-#: pace an object's own stages show is part machine, part object; these move from the
-#: expected pace only half way (in log space) toward it (measured: the mug's photo carving
-#: takes twice the duck's, its texture 1.1x) until they show their own.
-FIXED_COST_STAGES = frozenset({"load model", "uv", "texture", "export"})
+#: Stages whose cost is set by the output's size (faces, texture) or the options, not by
+#: the object: the light fit runs on the mesh decimated to ``refine_faces`` with a fixed
+#: number of pixels a step. The pace an object's own stages show is part machine, part
+#: object; these move from the expected pace only half way (in log space) toward it
+#: (``bench_busy.py --image examples/mug.png`` against the duck, quiet and beside two busy
+#: processes: the mug's views, carving and photo carving took 2-2.6x the duck's, its light
+#: fit 1.2-1.26x, its texture 1.2x) until they show their own.
+FIXED_COST_STAGES = frozenset({"load model", "refine", "uv", "texture", "export"})
 _FIXED_PACE_EXPONENT = 0.5
 #: How much benchmark work (seconds) the expected pace counts for in a job's pace.
 _PRIOR_WEIGHT = 2.0

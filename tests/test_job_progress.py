@@ -364,3 +364,25 @@ def test_stage_memory_survives_a_restart_and_ignores_a_damaged_file(tmp_path):
     path.mkdir()  # a file that cannot be replaced: the job is not failed for it
     memory.save()
     assert path.is_dir()
+
+
+def test_one_object_does_not_set_a_measured_pace_alone():
+    """A job's pace is part machine, part object: once the probe or a job measured the
+    machine, a job moves its pace half way; a backend with nothing measured takes it whole."""
+
+    def orbit_at(pace: float) -> StageClock:
+        clock = StageClock("orbit")
+        clock.update("load model", 0.0, 0.0)
+        clock.update("views", 0.0, pace * STAGE_SECONDS["load model"])
+        clock.finish(pace * (STAGE_SECONDS["load model"] + STAGE_SECONDS["views"]))
+        return clock
+
+    fresh = StageMemory()
+    fresh.learn(orbit_at(1.4))
+    assert fresh.pace == pytest.approx(1.4)
+    probed = StageMemory()
+    probed.start_from(0.7)
+    probed.learn(orbit_at(1.4))  # a costlier object's orbit (the mug's: 2x the duck's)
+    assert probed.pace == pytest.approx(1.05) and probed.timed
+    probed.learn(orbit_at(0.7))
+    assert probed.pace == pytest.approx(0.875)

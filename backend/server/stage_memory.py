@@ -50,12 +50,13 @@ class StageMemory:
     pace: float = 1.0
     path: Path | None = None  # where it is kept; None: in memory only
     timed: bool = False  # a job on this machine set the pace (here, or kept from before)
+    probed: bool = False  # the speed probe set the pace before any job
 
     def start_from(self, pace: float | None) -> None:
         """Start from ``pace`` (``speed_probe``'s reading of this machine) rather than the
         benchmark machine's, unless a job has timed this machine already."""
         if pace is not None and not self.timed:
-            self.pace = _bounded(pace)
+            self.pace, self.probed = _bounded(pace), True
 
     def scales(self) -> dict[str, float]:
         """Each timed stage's ratio relative to the pace: its weight per benchmark second."""
@@ -116,7 +117,12 @@ class StageMemory:
         bench = {stage: clock.planned.get(stage, STAGE_SECONDS.get(stage, 1.0)) for stage in clock.stage_seconds}
         if sum(bench.values()) <= 0 or clock.load <= 0:
             return
-        self.pace = _bounded(sum(clock.stage_seconds.values()) / sum(bench.values()) / clock.load)
+        seen_pace = _bounded(sum(clock.stage_seconds.values()) / sum(bench.values()) / clock.load)
+        # A job's pace is part machine, part object (the mug's proxy views and photo carving
+        # take twice the duck's): a pace already measured (by a job or the probe) moves
+        # half way, as a stage's ratio does, so that one object does not set it alone.
+        known = self.timed or self.probed
+        self.pace = _bounded(self.pace + _LEARN_RATE * (seen_pace - self.pace)) if known else seen_pace
         self.timed = True
         # A new dict, swapped in whole: the server thread reads it for hello meanwhile.
         ratios = dict(self.ratios)
