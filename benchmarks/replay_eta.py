@@ -27,9 +27,8 @@ if str(REPO) not in sys.path:
 
 from blend123.backend.progress import StageClock  # noqa: E402
 from blend123.backend.server.stage_memory import StageMemory  # noqa: E402
+from blend123.backend.server.worker import PACE_FROM_WORK_S  # noqa: E402
 
-#: Benchmark seconds a job must have done to teach its pace (as the worker's rule).
-_PACE_FROM_WORK_S = 0.5
 Event = tuple[float, int, str, float]  # (seconds since the run started, job in the chain, stage, fraction)
 
 
@@ -57,7 +56,7 @@ def replay(runs: list[list[Event]], probe_pace: float | None) -> list[tuple[floa
                 late = [abs(eta - (end - t)) / (end - t) for (t, *_), (fraction, eta) in zip(own, said) if fraction >= 0.1 and eta >= 0 and end - t > 1.0]
                 errors.append((max(late, default=0.0), sum(late) / max(len(late), 1)))
             clock.finish(own[-1][0] - own[0][0])
-            if clock.worked_s >= _PACE_FROM_WORK_S:
+            if clock.worked_s >= PACE_FROM_WORK_S:
                 memory.learn(clock)
     return errors
 

@@ -38,7 +38,7 @@ from .stage_memory import StageMemory
 log = logging.getLogger("blend123.worker")
 
 #: Benchmark seconds of work a job must do before its pace stands for the machine's.
-_PACE_FROM_WORK_S = 0.5
+PACE_FROM_WORK_S = 0.5
 
 
 def _weighed_by_the_benchmark(request: Message | None) -> bool:
@@ -160,7 +160,7 @@ class Worker(threading.Thread):
         try:
             run_task(job.request, ctx)
             outcome = Outcome(JobPhase.DONE)
-            if alone and clock.worked_s >= _PACE_FROM_WORK_S and _weighed_by_the_benchmark(job.request):
+            if alone and clock.worked_s >= PACE_FROM_WORK_S and _weighed_by_the_benchmark(job.request):
                 clock.finish(time.time() - job.started)
                 memory.learn(clock)  # how fast this machine went, and where its time went
                 memory.save()
