@@ -312,12 +312,14 @@ def run_job(client: Client, request: Message, quiet: bool, bar: JobBar | None = 
         bars.close()
         # The client's own advice (resume the job once the backend is back) needs a job id
         # and a command the command line has not: say where to look and what to run.
-        raise ProtocolError(
-            TIMEOUT,
-            f"{exc.message} (job {job_id[:8]})",
-            f"check that the backend at {client.address} is running, then run the command again "
-            "(a backend that was restarted does not carry on with the job it was running)",
-        ) from None
+        if client.address.startswith("inproc://"):  # the command's own backend, in this process
+            hint = "run the command again; if it stops answering again, run it with --log-level debug to see where"
+        else:
+            hint = (
+                f"check that the backend at {client.address} is running, then run the command again "
+                "(a backend that was restarted does not carry on with the job it was running)"
+            )
+        raise ProtocolError(TIMEOUT, f"{exc.message} (job {job_id[:8]})", hint) from None
     finally:
         if bar is None or step == len(bar.chain.shares) - 1:
             bars.close()

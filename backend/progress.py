@@ -181,7 +181,7 @@ class StageClock:
     Each stage weighs what it took in the benchmark (``STAGE_SECONDS``); the job may
     :meth:`plan` a stage otherwise once it knows how it will run. The time left is the
     weight still to do at the pace this job has shown (seconds per benchmark second),
-    starting from the expected ``prior_pace`` (the machine's pace in its last job, times
+    starting from the expected ``prior_pace`` (the machine's pace its jobs showed, times
     ``load``, what other processes' work costs it now), so a slower machine, a busy one, or
     a bigger input corrects the estimate as the job runs. The running stage's rest goes at
     its own pace once it has shown one; fixed-cost stages take only part of the object's

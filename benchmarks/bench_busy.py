@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from blend123.backend.images import load_rgba  # noqa: E402
+from blend123.backend.progress import JOB_STAGES, STAGE_SECONDS  # noqa: E402
 from blend123.protocol.client import Client  # noqa: E402
 from blend123.protocol.job_progress import ChainProgress  # noqa: E402
 from blend123.backend.speed_probe import probe_pace  # noqa: E402
@@ -184,13 +185,13 @@ def _keys(dicts) -> list[str]:
     return list(dict.fromkeys(k for d in dicts for k in d))
 
 
-def first_job_pace(jobs: Path) -> float | None:
-    """The pace the backend kept from its first job; None where it kept none (a job beside
-    the start-up's import teaches nothing)."""
-    try:
-        return float(json.loads((jobs / "stage_seconds.json").read_text())["pace"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def mesh_job_pace(stages: dict[str, float]) -> float | None:
+    """The pace a mesh job ran at: its stages' seconds (from the progress events) over
+    their benchmark seconds, as the worker reckons a job's pace (the backend keeps a blend
+    of it with what it knew before: not the job's own)."""
+    mesh = [stage for stage in JOB_STAGES["reconstruct"] if stage in stages and stage != "load model"]
+    bench = sum(STAGE_SECONDS[stage] for stage in mesh)
+    return sum(stages[stage] for stage in mesh) / bench if bench > 0 else None
 
 
 def _pace_text(pace: float | None) -> str:
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
                     with serve(folder) as client:
                         staged.append(staged_run(client, image))
                     if report["speed_probe"]["first_job_pace"] is None:
-                        report["speed_probe"]["first_job_pace"] = first_job_pace(folder / "jobs")
+                        report["speed_probe"]["first_job_pace"] = mesh_job_pace(staged[-1]["stages"])
                         print(f"speed probe: pace {_pace_text(report['speed_probe']['pace'])}; the first mesh job ran at "
                               f"{_pace_text(report['speed_probe']['first_job_pace'])}", flush=True)
             run = {

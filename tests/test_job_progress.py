@@ -355,7 +355,7 @@ def test_stage_memory_survives_a_restart_and_ignores_a_damaged_file(tmp_path):
     assert again.ratios == pytest.approx(memory.ratios) and again.pace == pytest.approx(memory.pace)
     assert again.timed and "photo (one worker)" in again.ratios
     assert again.weights()["photo"] / again.weights()["carve"] == pytest.approx(2.0 * STAGE_SECONDS["photo"] / STAGE_SECONDS["carve"])
-    damaged = ("{not json", '{"version": 2, "pace": "fast", "ratios": {}}', '{"version": 2, "pace": 1.0, "ratios": {"photo": -3}}', "[]")
+    damaged = ("{not json", '{"version": 3, "pace": "fast", "ratios": {}}', '{"version": 3, "pace": 1.0, "ratios": {"photo": -3}}', "[]")
     for damage in damaged:
         path.write_text(damage)
         fresh = StageMemory.load(path)

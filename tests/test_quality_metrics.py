@@ -341,7 +341,8 @@ def test_hull_lines_name_the_objects_below_each_floor():
     clean = [record("arch", 0.89, 0.85), record("mug", 0.62, 0.61)]
     degraded = [record("arch", 0.87, 0.89), record("mug", 0.60, 0.59)]
     lines = bench_quality.hull_lines(clean, degraded)
-    assert lines[0].endswith(": none")
+    assert lines[0].endswith(": none (target: none): pass")
+    assert bench_quality.hull_lines([record("arch", 0.80, 0.85)], [])[0].endswith("FAIL")
     assert "arch (0.870 < 0.890)" in lines[1] and "mug" not in lines[1]
     assert "mug (0.600 < 0.610)" in lines[2] and "arch" not in lines[2]
     assert bench_quality.hull_lines([], degraded) == [lines[1]]

@@ -19,9 +19,10 @@ from blend123.backend.server.config import ServerConfig
 from blend123.backend.server.stage_memory import StageMemory
 from blend123.backend.speed_probe import REFERENCE_S, probe_pace, probe_seconds
 
+from blend123.protocol.messages import Orbit, Progress
+
 #: The probe times the CPU: a backend on a GPU keeps the benchmark's pace.
 ON_CPU = describe_device().kind == "cpu"
-from blend123.protocol.messages import Orbit, Progress
 
 
 def test_the_probe_is_quick_and_reads_the_same_twice():

@@ -164,7 +164,7 @@ def reconstruct(
     """
     images, c2w = _check_inputs(images, c2w, camera_angle_x)
     options.validate()
-    images, c2w = _views_with_a_subject(images, c2w, options.alpha_threshold)
+    images, c2w = views_with_a_subject(images, c2w, options.alpha_threshold)
     cpu = CpuShare(options.threads)
     try:
         return _reconstruct(images, c2w, camera_angle_x, options, _Stages(progress, cpu, plan), guide)
@@ -436,7 +436,7 @@ def _delight(rgb: np.ndarray, normals: np.ndarray, light: SGLight) -> np.ndarray
     return linear_to_srgb(albedo).astype(np.float32)
 
 
-def _views_with_a_subject(images: np.ndarray, c2w: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+def views_with_a_subject(images: np.ndarray, c2w: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
     """Drop views whose mask is empty (a generated view that could not be keyed), saying so."""
     shows = (images[..., 3] > threshold).any(axis=(1, 2))
     if shows.all():

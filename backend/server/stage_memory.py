@@ -31,9 +31,11 @@ log = logging.getLogger("blend123.worker")
 
 #: The file's name in the jobs folder (the job store ignores what is not a job).
 FILE_NAME = "stage_seconds.json"
-_VERSION = 2
-#: How far one job moves a stage's ratio toward what it measured: objects differ (a mug's
-#: photo carving takes twice a duck's), so one job does not set it alone.
+#: 3: "uv (after the fit)" and "texture (texels here)" learn as ``progress.BUSY_WAYS`` says.
+_VERSION = 3
+#: How far one job moves a stage's ratio, or a measured pace, toward what it measured:
+#: objects differ (a mug's photo carving takes twice a duck's), so one job does not set it
+#: alone.
 _LEARN_RATE = 0.5
 #: Ratios (and the pace) stay within these bounds (a stage that stalled on a swapped-out
 #: page says little about the machine).
@@ -43,13 +45,13 @@ _BOUNDS = (0.05, 50.0)
 @dataclass
 class StageMemory:
     """Seconds per benchmark second on this machine, unloaded: each way of running a
-    stage's, and the pace (the last job's, or the speed probe's before any), for the stages
-    not timed yet and the job as a whole."""
+    stage's, and the pace (the jobs', each moving it half way from the speed probe's or the
+    first job's), for the stages not timed yet and the job as a whole."""
 
     ratios: dict[str, float] = field(default_factory=dict)
     pace: float = 1.0
     path: Path | None = None  # where it is kept; None: in memory only
-    timed: bool = False  # a job on this machine set the pace (here, or kept from before)
+    timed: bool = False  # a job on this machine set or moved the pace (here, or kept from before)
     probed: bool = False  # the speed probe set the pace before any job
 
     def start_from(self, pace: float | None) -> None:
