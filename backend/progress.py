@@ -118,6 +118,9 @@ BENCHMARK_FACES = 50_000
 #: fit 1.2-1.26x, its texture 1.2x) until they show their own.
 FIXED_COST_STAGES = frozenset({"load model", "refine", "uv", "texture", "export"})
 _FIXED_PACE_EXPONENT = 0.5
+#: The least of its weight the uv stage keeps when the light fit outlasted the unwrap
+#: beside it (handing the atlas over).
+_LEAST_WAIT = 0.25
 #: How much benchmark work (seconds) the expected pace counts for in a job's pace.
 _PRIOR_WEIGHT = 2.0
 #: How much of its own weight a stage must do before its own pace outweighs the job's.
@@ -186,7 +189,9 @@ class StageClock:
     a bigger input corrects the estimate as the job runs. The running stage's rest goes at
     its own pace once it has shown one; fixed-cost stages take only part of the object's
     pace. A stage that never reports (a model already loaded, none needed) drops out of the
-    plan once a later stage starts.
+    plan once a later stage starts. The light fit and the uv stage, which waits for the
+    unwrap the helper made beside the fit, end together with the later of the two: a fit
+    that stops early (its loss levelled off) leaves a longer wait.
     """
 
     def __init__(
@@ -227,6 +232,15 @@ class StageClock:
         self.ways[stage] = way
         self.weights[stage] = self.planned[stage] * way_scale(self.scales, stage, way)
 
+    def _wait_for_the_unwrap(self) -> None:
+        """The light fit just ended; the uv stage waits for the unwrap the helper made beside
+        it. Together they take the longer of the two, so a fit that stopped early leaves a
+        longer wait and one that ran long next to none."""
+        fixed_pace = self.prior_pace * (self.pace / self.prior_pace) ** _FIXED_PACE_EXPONENT
+        together = (self._weight("refine") + self._weight("uv")) * fixed_pace
+        left = together - self.stage_seconds["refine"]
+        self.weights["uv"] = max(_LEAST_WAIT * self._weight("uv"), left / fixed_pace)
+
     def finish(self, elapsed_s: float) -> None:
         """The job ended ``elapsed_s`` after it started: the running stage's time is known."""
         if 0 <= self._current < len(self.stages):
@@ -243,6 +257,8 @@ class StageClock:
         if at > self._current:
             if self._current >= 0:
                 self.stage_seconds[self.stages[self._current]] = max(0.0, elapsed_s - self._stage_started)
+                if stage == "uv" and self.stages[self._current] == "refine" and self._unwrap_beside():
+                    self._wait_for_the_unwrap()
             self._stage_started = elapsed_s
         self._current = max(self._current, at)
         fraction = min(1.0, max(0.0, fraction))
@@ -265,4 +281,16 @@ class StageClock:
         # The running stage's rest at its own pace, from the job's until it has shown one.
         expected = fixed_pace if stage in FIXED_COST_STAGES else pace
         own = (elapsed_s - self._stage_started + _STAGE_PRIOR * weight * expected) / (weight * (fraction + _STAGE_PRIOR)) if weight > 0 else 0.0
-        return overall, weight * (1.0 - fraction) * own + rest
+        left = weight * (1.0 - fraction) * own
+        if stage == "refine" and self._unwrap_beside():
+            # The uv stage will wait for what is left of the unwrap beside the fit: the two
+            # end with the later of the fit (and the hand-over) and the unwrap.
+            wait = self._weight("uv") * fixed_pace
+            unwrap_left = (weight + self._weight("uv")) * fixed_pace - (elapsed_s - self._stage_started)
+            return overall, max(left + _LEAST_WAIT * wait, unwrap_left) + rest - wait
+        return overall, left + rest
+
+    def _unwrap_beside(self) -> bool:
+        """Whether the uv stage comes next and waits for the helper's unwrap (the benchmark's way)."""
+        at = self.stages.index("refine")
+        return at + 1 < len(self.stages) and self.stages[at + 1] == "uv" and self.ways.get("uv", Way.BENCHMARK) is Way.BENCHMARK

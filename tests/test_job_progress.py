@@ -386,3 +386,42 @@ def test_one_object_does_not_set_a_measured_pace_alone():
     assert probed.pace == pytest.approx(1.05) and probed.timed
     probed.learn(orbit_at(0.7))
     assert probed.pace == pytest.approx(0.875)
+
+
+def test_the_unwrap_beside_the_fit_ends_with_the_later_of_the_two():
+    """The uv stage waits for what is left of the helper's unwrap: a light fit that stops
+    early (its loss levelled off) leaves a longer wait, and the estimate says so."""
+
+    def through_the_mesh(clock: StageClock) -> float:
+        elapsed = 0.0
+        for stage in ("carve", "photo", "mesh"):
+            clock.update(stage, 0.0, elapsed)
+            elapsed += STAGE_SECONDS[stage]
+            clock.update(stage, 1.0, elapsed)
+        return elapsed
+
+    after = {"texture": STAGE_SECONDS["texture"], "export": STAGE_SECONDS["export"]}
+    unwrap = STAGE_SECONDS["refine"] + STAGE_SECONDS["uv"]  # the unwrap beside the fit, as in the benchmark
+    clock = StageClock("reconstruct")
+    start = through_the_mesh(clock)
+    fit = 0.5 * STAGE_SECONDS["refine"]  # twice as fast: stopped early
+    clock.update("refine", 0.0, start)
+    _, eta = clock.update("refine", 0.5, start + fit / 2)
+    truth = unwrap - fit / 2 + sum(after.values())
+    assert eta == pytest.approx(truth, rel=0.1)
+    _, eta = clock.update("uv", 0.0, start + fit)
+    assert eta == pytest.approx(unwrap - fit + sum(after.values()), rel=0.1)
+    # A fit that outlasts the unwrap leaves the hand-over only.
+    clock = StageClock("reconstruct")
+    start = through_the_mesh(clock)
+    clock.update("refine", 0.0, start)
+    _, eta = clock.update("uv", 0.0, start + 2.0 * unwrap)
+    assert eta < 0.5 * STAGE_SECONDS["uv"] * clock.pace + sum(after.values()) * clock.pace * 1.5
+    # Without a helper (the unwrap after the fit) the uv stage is its own plan.
+    clock = StageClock("reconstruct")
+    clock.plan("uv", unwrap_seconds(50_000, beside=False), Way.AFTER_THE_FIT)
+    start = through_the_mesh(clock)
+    clock.update("refine", 0.0, start)
+    clock.update("refine", 0.5, start + fit / 2)
+    _, eta = clock.update("uv", 0.0, start + fit)
+    assert eta == pytest.approx(unwrap_seconds(50_000, beside=False) + sum(after.values()), rel=0.15)
