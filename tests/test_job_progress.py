@@ -417,7 +417,14 @@ def test_the_unwrap_beside_the_fit_ends_with_the_later_of_the_two():
     clock.update("refine", 0.0, start)
     _, eta = clock.update("uv", 0.0, start + 2.0 * unwrap)
     assert eta < 0.5 * STAGE_SECONDS["uv"] * clock.pace + sum(after.values()) * clock.pace * 1.5
-    # Without a helper (the unwrap after the fit) the uv stage is its own plan.
+    # Beside busy processes, or without a helper (the unwrap after the fit), the uv stage
+    # is its own plan.
+    clock = StageClock("reconstruct", quiet=False)
+    start = through_the_mesh(clock)
+    clock.update("refine", 0.0, start)
+    clock.update("refine", 0.5, start + fit / 2)
+    _, eta = clock.update("uv", 0.0, start + fit)
+    assert eta == pytest.approx((STAGE_SECONDS["uv"] + sum(after.values())) * clock.pace, rel=0.2)
     clock = StageClock("reconstruct")
     clock.plan("uv", unwrap_seconds(50_000, beside=False), Way.AFTER_THE_FIT)
     start = through_the_mesh(clock)
