@@ -235,13 +235,21 @@ class StageClock:
         self.ways[stage] = way
         self.weights[stage] = self.planned[stage] * way_scale(self.scales, stage, way)
 
+    def _fixed_pace(self, pace: float) -> float:
+        """The pace of a fixed-cost stage: half way (in log space) from the expected to ``pace``."""
+        return self.prior_pace * (pace / self.prior_pace) ** _FIXED_PACE_EXPONENT
+
+    def _unwrap_left(self, fit_s: float, fixed_pace: float) -> float:
+        """Seconds left of the unwrap beside a light fit that has run ``fit_s``: in the
+        benchmark the fit and the uv stage's wait together took the unwrap's time."""
+        return (self._weight("refine") + self._weight("uv")) * fixed_pace - fit_s
+
     def _wait_for_the_unwrap(self) -> None:
         """The light fit just ended; the uv stage waits for the unwrap the helper made beside
         it. Together they take the longer of the two, so a fit that stopped early leaves a
         longer wait and one that ran long next to none."""
-        fixed_pace = self.prior_pace * (self.pace / self.prior_pace) ** _FIXED_PACE_EXPONENT
-        together = (self._weight("refine") + self._weight("uv")) * fixed_pace
-        left = together - self.stage_seconds["refine"]
+        fixed_pace = self._fixed_pace(self.pace)
+        left = self._unwrap_left(self.stage_seconds["refine"], fixed_pace)
         self.weights["uv"] = max(_LEAST_WAIT * self._weight("uv"), left / fixed_pace)
 
     def finish(self, elapsed_s: float) -> None:
@@ -279,7 +287,7 @@ class StageClock:
         # stage's first step) do not throw the estimate off.
         pace = (elapsed_s + _PRIOR_WEIGHT * self.prior_pace) / (done + _PRIOR_WEIGHT)
         self.pace = pace
-        fixed_pace = self.prior_pace * (pace / self.prior_pace) ** _FIXED_PACE_EXPONENT
+        fixed_pace = self._fixed_pace(pace)
         rest = sum(self._weight(s) * (fixed_pace if s in FIXED_COST_STAGES else pace) for s in self.stages[self._current + 1 :])
         # The running stage's rest at its own pace, from the job's until it has shown one.
         expected = fixed_pace if stage in FIXED_COST_STAGES else pace
@@ -289,7 +297,7 @@ class StageClock:
             # The uv stage will wait for what is left of the unwrap beside the fit: the two
             # end with the later of the fit (and the hand-over) and the unwrap.
             wait = self._weight("uv") * fixed_pace
-            unwrap_left = (weight + self._weight("uv")) * fixed_pace - (elapsed_s - self._stage_started)
+            unwrap_left = self._unwrap_left(elapsed_s - self._stage_started, fixed_pace)
             return overall, max(left + _LEAST_WAIT * wait, unwrap_left) + rest - wait
         return overall, left + rest
 

@@ -77,10 +77,15 @@ def has_light_model(options: ReconstructionOptions) -> bool:
     return getattr(options, "light_model", None) is not None
 
 
+def input_views(obj: EvalObject, views=None):
+    """(images, c2w, camera_angle_x) to reconstruct ``obj`` from: ``views`` (a degraded
+    variant), else its clean input views."""
+    return views if views is not None else (obj.input.images, obj.input.c2w, obj.input.camera_angle_x)
+
+
 def run_pipeline(obj: EvalObject, options: ReconstructionOptions, views=None):
-    """Reconstruct ``obj`` from its clean input views, or from ``views`` = (images, c2w,
-    camera_angle_x) (a degraded variant); scoring always uses the clean truth."""
-    images, c2w, angle = views if views is not None else (obj.input.images, obj.input.c2w, obj.input.camera_angle_x)
+    """Reconstruct ``obj`` from :func:`input_views`; scoring always uses the clean truth."""
+    images, c2w, angle = input_views(obj, views)
     start = time.perf_counter()
     result = reconstruct(images, c2w, angle, options)
     return result, time.perf_counter() - start
@@ -168,7 +173,7 @@ def evaluate_object(
     start = time.perf_counter()
     record = {"object": obj.name, "variant": variant, "seen": obj.name in {s.name for s in scenes.SEEN}}
     record |= evaluate(obj, result, supersample)
-    hull = metrics.geometry_scores(*visual_hull(options, views or (obj.input.images, obj.input.c2w, obj.input.camera_angle_x)), obj.vertices, obj.faces)
+    hull = metrics.geometry_scores(*visual_hull(options, input_views(obj, views)), obj.vertices, obj.faces)
     record["hull"] = {"f1": hull.f1.f, "f2": hull.f2.f}
     record |= {
         "reconstruct_seconds": seconds,

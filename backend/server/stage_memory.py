@@ -123,8 +123,8 @@ class StageMemory:
         # A job's pace is part machine, part object (the mug's proxy views and photo carving
         # take twice the duck's): a pace already measured (by a job or the probe) moves
         # half way, as a stage's ratio does, so that one object does not set it alone.
-        known = self.timed or self.probed
-        self.pace = _bounded(self.pace + _LEARN_RATE * (seen_pace - self.pace)) if known else seen_pace
+        measured = self.timed or self.probed
+        self.pace = _bounded(self.pace + _LEARN_RATE * (seen_pace - self.pace)) if measured else seen_pace
         self.timed = True
         # A new dict, swapped in whole: the server thread reads it for hello meanwhile.
         ratios = dict(self.ratios)
