@@ -118,6 +118,25 @@ BENCHMARK_FACES = 50_000
 #: fit 1.2-1.26x, its texture 1.2x) until they show their own.
 FIXED_COST_STAGES = frozenset({"load model", "refine", "uv", "texture", "export"})
 _FIXED_PACE_EXPONENT = 0.5
+#: An object's cost (``StageClock.object_cost``) is what its orbit's views took over their
+#: weight at the pace expected of the machine: a quick-proxy orbit renders the object's own
+#: shell, and the mesh job carves, photo-carves and meshes the same silhouettes. Through
+#: ``serve``, twelve objects' mesh jobs (the quality set's, the duck, the mug; two runs
+#: each) ran 3.3x apart, and went as their orbit's views to the power 0.79 (0.21 of
+#: spread left in log space); the carving, photo carving and meshing to the power 1.13.
+#: Bounded: a view count or a stall far from the benchmark's says little of the object.
+OBJECT_COST_BOUNDS = (0.25, 4.0)
+#: The part of the views done before they tell what the object costs (the proxy renders
+#: one view per step, each of the same shell).
+_OBJECT_COST_FROM = 0.25
+
+
+def object_scale(stage: str, object_cost: float) -> float:
+    """How much longer than the benchmark's object a stage takes on an object of
+    ``object_cost``: in proportion for the stages the object sets, half way (in log
+    space) for the fixed-cost ones."""
+    return object_cost ** (_FIXED_PACE_EXPONENT if stage in FIXED_COST_STAGES else 1.0)
+
 #: The least of its weight the uv stage keeps when the light fit outlasted the unwrap
 #: beside it: the hand-over of the atlas and its texels (0.12-0.29 s on the duck, against
 #: a weight of 0.3 at a pace of 0.7). Replayed on recorded runs (``replay_eta.py``), a
@@ -205,13 +224,17 @@ class StageClock:
         load: float = 1.0,
         scales: dict[str, float] | None = None,
         quiet: bool = True,
+        object_cost: float = 1.0,
     ) -> None:
         """``scales``: a stage's weight per benchmark second on this machine, where it
         differs from the others' (``StageMemory``), by :func:`ratio_key`; a :meth:`plan` is
         scaled by its way's.
-        ``quiet``: other processes left the CPUs free as the job started (:func:`quiet_machine`)."""
+        ``quiet``: other processes left the CPUs free as the job started (:func:`quiet_machine`).
+        ``object_cost``: what the object costs against the benchmark's (:meth:`object_cost_shown`
+        of the orbit it comes from); 1 where unknown."""
         self.stages = list(JOB_STAGES.get(kind, ()))
-        self.weights = dict(weights)
+        self.object_cost = object_cost
+        self.weights = {stage: weight * object_scale(stage, object_cost) for stage, weight in weights.items()}
         self.scales = dict(scales or {})
         self.prior_pace = prior_pace
         self.load = load  # the part of ``prior_pace`` that other processes' load explains
@@ -224,6 +247,7 @@ class StageClock:
         self._current = -1
         self._stage_started = 0.0
         self._overall = 0.0
+        self._latest = (0.0, 0.0)  # the running stage's fraction, and the job's elapsed seconds
 
     def _weight(self, stage: str) -> float:
         return self.weights.get(stage, 1.0)
@@ -233,7 +257,26 @@ class StageClock:
         run ``way``."""
         self.planned[stage] = max(0.0, float(seconds))
         self.ways[stage] = way
-        self.weights[stage] = self.planned[stage] * way_scale(self.scales, stage, way)
+        self.weights[stage] = self.planned[stage] * way_scale(self.scales, stage, way) * object_scale(stage, self.object_cost)
+
+    def object_cost_shown(self, stage: str = "views") -> float | None:
+        """What the object costs against the benchmark's, as ``stage`` shows it: its seconds
+        over its weight at the pace expected (of the machine, under its load), so far once
+        a quarter of it is done; None before, or when it did not run."""
+        if stage in self.stage_seconds:
+            seconds, fraction = self.stage_seconds[stage], 1.0
+        elif 0 <= self._current < len(self.stages) and self.stages[self._current] == stage:
+            fraction, elapsed_s = self._latest
+            seconds = elapsed_s - self._stage_started
+            if fraction < _OBJECT_COST_FROM:
+                return None
+        else:
+            return None
+        expected = self._weight(stage) * fraction * self.prior_pace
+        if seconds <= 0 or expected <= 0:
+            return None
+        low, high = OBJECT_COST_BOUNDS
+        return min(max(seconds / expected, low), high)
 
     def _fixed_pace(self, pace: float) -> float:
         """The pace of a fixed-cost stage: half way (in log space) from the expected to ``pace``."""
@@ -273,6 +316,7 @@ class StageClock:
             self._stage_started = elapsed_s
         self._current = max(self._current, at)
         fraction = min(1.0, max(0.0, fraction))
+        self._latest = (fraction, elapsed_s)
         before = sum(self._weight(s) for s in self.stages[: self._current])
         weight = self._weight(stage)
         done = before + weight * fraction

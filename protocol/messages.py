@@ -399,6 +399,10 @@ class Progress(Message):
     elapsed_s: float = 0.0
     seq: int = 0
     overall: float = -1.0  # fraction of the whole job done; < 0: unknown (an older backend)
+    # What the object costs against the benchmark's, as the job's work on it has shown so
+    # far (a quick-proxy orbit's views): the jobs made from it take about as much longer;
+    # < 0: unknown.
+    object_cost: float = -1.0
 
 
 @message("view")

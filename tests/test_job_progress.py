@@ -255,6 +255,44 @@ def test_the_worker_learns_its_pace_from_jobs_that_ran_alone(server, client_fact
     assert set(memory.ratios) == {"load model", "views"}  # quiet: the stages it ran
 
 
+def test_the_mesh_job_starts_from_what_its_orbit_showed_the_object_to_cost(server, client_factory, reference_image):
+    import threading
+
+    client = client_factory(server.endpoint, timeout_s=60.0)
+    worker = server.worker
+    server._warm_up.join(timeout=60)
+
+    def orbit() -> tuple[str, list[Progress]]:
+        job_id = client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))
+        return job_id, [e for e in client.events(job_id) if isinstance(e, Progress)]
+
+    # Beside the start-up's import of torch the views run slower than the object makes them.
+    importing = threading.Thread(target=threading.Event().wait, args=(30,), daemon=True)
+    importing.start()
+    worker.beside = importing
+    beside_id, progress = orbit()
+    assert all(p.object_cost < 0 for p in progress)
+    worker.beside = None
+    orbit_id, progress = orbit()
+    shown = [p.object_cost for p in progress if p.object_cost > 0]
+    assert shown and all(0.25 <= cost <= 4.0 for cost in shown)
+    assert all(p.object_cost < 0 for p in progress if p.stage != "views" or p.fraction < 0.25)
+    assert set(worker._object_costs) == {orbit_id}
+
+    # Each mesh job's clock starts from its own orbit's cost; 1 where none was shown.
+    started_from = []
+    memory, clock_of = worker.stage_memory, worker.stage_memory.clock
+
+    def clock(kind, load=1.0, quiet=True, object_cost=1.0):
+        started_from.append(object_cost)
+        return clock_of(kind, load, quiet, object_cost)
+
+    memory.clock = clock
+    for source in (orbit_id, beside_id):
+        list(client.events(client.submit(Reconstruct(source_job=source, texture_size=64, max_faces=2000))))
+    assert started_from == [worker._object_costs[orbit_id], 1.0]
+
+
 def _finished_clock(seconds_of, load: float = 1.0, plan: dict[str, tuple[float, Way]] | None = None, quiet: bool = True) -> StageClock:
     """A reconstruction's clock after every stage took ``seconds_of(stage)``; ``plan``: the
     stages planned, in benchmark seconds, and how they ran."""
@@ -368,7 +406,8 @@ def test_stage_memory_survives_a_restart_and_ignores_a_damaged_file(tmp_path):
 
 def test_one_object_does_not_set_a_measured_pace_alone():
     """A job's pace is part machine, part object: once the probe or a job measured the
-    machine, a job moves its pace half way; a backend with nothing measured takes it whole."""
+    machine, a mesh job moves its pace half way, and an orbit, whose views showed what its
+    object costs, a tenth; a backend with nothing measured takes the first job's whole."""
 
     def orbit_at(pace: float) -> StageClock:
         clock = StageClock("orbit")
@@ -383,9 +422,64 @@ def test_one_object_does_not_set_a_measured_pace_alone():
     probed = StageMemory()
     probed.start_from(0.7)
     probed.learn(orbit_at(1.4))  # a costlier object's orbit (the mug's: 2x the duck's)
-    assert probed.pace == pytest.approx(1.05) and probed.timed
-    probed.learn(orbit_at(0.7))
-    assert probed.pace == pytest.approx(0.875)
+    assert probed.pace == pytest.approx(0.77) and probed.timed
+    probed.learn(_finished_clock(lambda s: 0.3 * STAGE_SECONDS[s]))  # a mesh job, object unknown
+    assert probed.pace == pytest.approx(0.535)
+
+
+def test_an_orbit_shows_what_its_object_costs_and_the_mesh_job_counts_it():
+    """A quick-proxy orbit's views take what the object makes them take: the mesh job made
+    from it starts from that cost (the object's stages in proportion, the fixed-cost ones
+    half way in log space), the chain's later jobs move with it while the orbit runs, and
+    the machine's pace learned from the mesh job is the machine's, not the object's."""
+    orbit = StageClock("orbit", prior_pace=0.8)
+    orbit.update("load model", 0.0, 0.01)
+    orbit.update("views", 0.0, 0.2)
+    assert orbit.object_cost_shown() is None  # not before a quarter of the views
+    orbit.update("views", 0.2, 0.2 + 0.2 * 2.0 * 0.8 * STAGE_SECONDS["views"])
+    assert orbit.object_cost_shown() is None
+    orbit.update("views", 0.5, 0.2 + 0.5 * 2.0 * 0.8 * STAGE_SECONDS["views"])
+    assert orbit.object_cost_shown() == pytest.approx(2.0)
+    orbit.finish(0.2 + 2.0 * 0.8 * STAGE_SECONDS["views"])
+    assert orbit.object_cost_shown() == pytest.approx(2.0)
+    assert StageClock("orbit").object_cost_shown() is None  # no views ran
+    stalled = StageClock("orbit", prior_pace=0.8)
+    stalled.update("views", 0.0, 0.0)
+    stalled.update("views", 1.0, 100.0)
+    assert stalled.object_cost_shown() == 4.0  # bounded: a stall is no object
+
+    plain, costly = StageClock("reconstruct", prior_pace=0.8), StageClock("reconstruct", prior_pace=0.8, object_cost=2.0)
+    (_, plain_eta), (_, costly_eta) = plain.update("carve", 0.0, 0.01), costly.update("carve", 0.0, 0.01)
+    mesh = [s for s in JOB_STAGES["reconstruct"] if s != "load model"]
+    fixed = sum(STAGE_SECONDS[s] for s in mesh if s in {"refine", "uv", "texture", "export"})
+    objects = sum(STAGE_SECONDS[s] for s in mesh) - fixed
+    assert costly_eta / plain_eta == pytest.approx((2.0 * objects + 2.0**0.5 * fixed) / (objects + fixed), rel=0.02)
+
+    # The mesh job took what its object costs on a machine at pace 0.8: the machine's pace
+    # stays 0.8, where a job of unknown object would have moved it half way to 1.3.
+    took = lambda s: 0.8 * STAGE_SECONDS[s] * (2.0**0.5 if s in {"refine", "uv", "texture", "export"} else 2.0)  # noqa: E731
+    for cost, pace in ((2.0, 0.8), (1.0, 0.8 + 0.5 * (sum(map(took, mesh)) / sum(STAGE_SECONDS[s] for s in mesh) - 0.8))):
+        memory = StageMemory()
+        memory.start_from(0.8)
+        clock = memory.clock("reconstruct", object_cost=cost)
+        elapsed = 0.0
+        for stage in mesh:
+            clock.update(stage, 0.0, elapsed)
+            elapsed += took(stage)
+            clock.update(stage, 1.0, elapsed)
+        clock.finish(elapsed)
+        memory.learn(clock)
+        assert memory.pace == pytest.approx(pace, rel=1e-6)
+        assert all(ratio == pytest.approx(0.8, rel=1e-6) for ratio in memory.ratios.values()) == (cost == 2.0)
+
+    # The client's one bar: while the orbit shows a costly object, the mesh job to come
+    # is expected to take longer (its share at the expected pace, times the cost^0.79).
+    chain, shown = ChainProgress([0.125, 0.875]), ChainProgress([0.125, 0.875])
+    chain.update(0, Progress("j", "load model", 0.0, eta_s=8.0, overall=0.0))
+    shown.update(0, Progress("j", "load model", 0.0, eta_s=8.0, overall=0.0))
+    _, unknown = chain.update(0, Progress("j", "views", 0.5, eta_s=0.5, overall=0.6))
+    _, known = shown.update(0, Progress("j", "views", 0.5, eta_s=0.5, overall=0.6, object_cost=2.0))
+    assert unknown == pytest.approx(0.5 + 56.0) and known == pytest.approx(0.5 + 56.0 * 2.0**0.79)
 
 
 def test_the_unwrap_beside_the_fit_ends_with_the_later_of_the_two():

@@ -25,7 +25,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..progress import BENCHMARK_FACES, BUSY_WAYS, JOB_STAGES, ONE_WORKER_SECONDS, RATIO_KEYS, STAGE_SECONDS, StageClock, Way, ratio_key, unwrap_seconds, way_scale
+from ..progress import (
+    BENCHMARK_FACES, BUSY_WAYS, JOB_STAGES, ONE_WORKER_SECONDS, RATIO_KEYS, STAGE_SECONDS, StageClock, Way, object_scale, ratio_key, unwrap_seconds, way_scale,
+)
 
 log = logging.getLogger("blend123.worker")
 
@@ -37,6 +39,10 @@ _VERSION = 3
 #: objects differ (a mug's photo carving takes twice a duck's), so one job does not set it
 #: alone.
 _LEARN_RATE = 0.5
+#: How far a job that showed its object's cost moves them (a quick-proxy orbit: its views
+#: took what the object made them take, ``StageClock.object_cost_shown``); the mesh job
+#: made from it counts that cost already, and would count it twice.
+_LEARN_RATE_SHOWN = 0.1
 #: Ratios (and the pace) stay within these bounds (a stage that stalled on a swapped-out
 #: page says little about the machine).
 _BOUNDS = (0.05, 50.0)
@@ -70,11 +76,12 @@ class StageMemory:
         scales = self.scales()
         return {stage: seconds * scales.get(stage, 1.0) for stage, seconds in STAGE_SECONDS.items()}
 
-    def clock(self, kind: str, load: float = 1.0, quiet: bool = True) -> StageClock:
+    def clock(self, kind: str, load: float = 1.0, quiet: bool = True, object_cost: float = 1.0) -> StageClock:
         """A clock for a job of ``kind`` that starts from this machine's timings, slowed by
         ``load`` (``load_pace``: what other processes' work costs it now); ``quiet``: they
-        left the CPUs free (``quiet_machine``)."""
-        return StageClock(kind, self.weights(), prior_pace=self.pace * load, load=load, scales=self.scales(), quiet=quiet)
+        left the CPUs free (``quiet_machine``); ``object_cost``: the object's, where its
+        orbit showed it (``StageClock.object_cost_shown``)."""
+        return StageClock(kind, self.weights(), prior_pace=self.pace * load, load=load, scales=self.scales(), quiet=quiet, object_cost=object_cost)
 
     def proxy_orbit_share(self, second_cpu: bool = True, photo_on_cpu: bool = True) -> float:
         """The quick proxy's orbit's share of Make Mesh (its orbit, then a reconstruction
@@ -115,8 +122,12 @@ class StageMemory:
 
     def learn(self, clock: StageClock) -> None:
         """Take in a finished job that ran alone (call :meth:`StageClock.finish` first)."""
-        # A planned stage was weighed in benchmark seconds by its plan.
-        bench = {stage: clock.planned.get(stage, STAGE_SECONDS.get(stage, 1.0)) for stage in clock.stage_seconds}
+        # A planned stage was weighed in benchmark seconds by its plan; the object's cost,
+        # where the job knew it, is the object's, not the machine's.
+        bench = {
+            stage: clock.planned.get(stage, STAGE_SECONDS.get(stage, 1.0)) * object_scale(stage, clock.object_cost)
+            for stage in clock.stage_seconds
+        }
         if sum(bench.values()) <= 0 or clock.load <= 0:
             return
         seen_pace = _bounded(sum(clock.stage_seconds.values()) / sum(bench.values()) / clock.load)
@@ -124,7 +135,8 @@ class StageMemory:
         # take twice the duck's): a pace already measured (by a job or the probe) moves
         # half way, as a stage's ratio does, so that one object does not set it alone.
         measured = self.timed or self.probed
-        self.pace = _bounded(self.pace + _LEARN_RATE * (seen_pace - self.pace)) if measured else seen_pace
+        rate = _LEARN_RATE if clock.object_cost_shown() is None else _LEARN_RATE_SHOWN
+        self.pace = _bounded(self.pace + rate * (seen_pace - self.pace)) if measured else seen_pace
         self.timed = True
         # A new dict, swapped in whole: the server thread reads it for hello meanwhile.
         ratios = dict(self.ratios)
@@ -136,7 +148,7 @@ class StageMemory:
                 continue
             seen = _bounded(seconds / bench[stage] / clock.load)
             known = ratios.get(key)
-            ratios[key] = seen if known is None else known + _LEARN_RATE * (seen - known)
+            ratios[key] = seen if known is None else known + rate * (seen - known)
         self.ratios = ratios
 
     def save(self) -> None:

@@ -39,6 +39,8 @@ log = logging.getLogger("blend123.worker")
 
 #: Benchmark seconds of work a job must do before its pace stands for the machine's.
 PACE_FROM_WORK_S = 0.5
+#: Orbits whose object's cost is remembered for the mesh jobs made from them.
+_OBJECT_COSTS_KEPT = 64
 
 
 def _weighed_by_the_benchmark(request: Message | None) -> bool:
@@ -90,6 +92,9 @@ class Worker(threading.Thread):
         # and what its stages took in the jobs before (its pace, the stages' weights).
         self._load = load or RecentLoad()
         self.stage_memory = stage_memory or StageMemory()
+        # What each recent quick-proxy orbit showed its object to cost, by job id: the mesh
+        # job made from it starts from that (lost on a restart: it then starts from 1).
+        self._object_costs: dict[str, float] = {}
         # Work the process does beside its jobs (importing torch and the speed probe at
         # start-up): a job that shared the CPU with it ran slower than the machine will.
         self.beside = beside
@@ -144,11 +149,14 @@ class Worker(threading.Thread):
         alone = self.beside is None or not self.beside.is_alive()
         free, cpus = self._load.free(), self._load.cpus
         memory = self.stage_memory
-        clock = memory.clock(job.kind, load_pace(free, cpus), quiet_machine(free, cpus))
+        source = job.request.source_job if isinstance(job.request, Reconstruct) else ""
+        clock = memory.clock(job.kind, load_pace(free, cpus), quiet_machine(free, cpus), self._object_costs.get(source, 1.0))
+        # Only an orbit that ran as the benchmark's did and alone shows the object's cost.
+        shows_the_object = alone and isinstance(job.request, Orbit) and _weighed_by_the_benchmark(job.request)
         ctx = TaskContext(
             job_id=job.id,
             folder=self.store.folder(job.id),
-            progress=self._progress_fn(job, clock),
+            progress=self._progress_fn(job, clock, shows_the_object),
             plan=clock.plan,
             emit=lambda msg: self.emit(job, msg),
             models=self.models,
@@ -164,6 +172,9 @@ class Worker(threading.Thread):
                 clock.finish(time.time() - job.started)
                 memory.learn(clock)  # how fast this machine went, and where its time went
                 memory.save()
+            cost = clock.object_cost_shown() if shows_the_object else None
+            if cost is not None:
+                self._remember_object_cost(job.id, cost)
         except JobCancelled:
             outcome = Outcome(JobPhase.CANCELLED)
         except Exception as exc:
@@ -176,7 +187,12 @@ class Worker(threading.Thread):
         free_accelerator_memory()
         return outcome, peak
 
-    def _progress_fn(self, job: Job, clock: StageClock):
+    def _remember_object_cost(self, job_id: str, cost: float) -> None:
+        self._object_costs[job_id] = cost
+        while len(self._object_costs) > _OBJECT_COSTS_KEPT:
+            del self._object_costs[next(iter(self._object_costs))]  # the oldest
+
+    def _progress_fn(self, job: Job, clock: StageClock, shows_the_object: bool = False):
         min_interval = 1.0 / self.progress_rate_hz
         last_sent = [0.0]
 
@@ -193,7 +209,8 @@ class Worker(threading.Thread):
                 last_sent[0] = now
                 elapsed = time.time() - job.started
                 overall, eta = clock.update(stage, float(fraction), elapsed)
-                self.emit(job, Progress(job.id, stage, float(fraction), eta, elapsed, overall=overall))
+                cost = clock.object_cost_shown() if shows_the_object else None
+                self.emit(job, Progress(job.id, stage, float(fraction), eta, elapsed, overall=overall, object_cost=cost or -1.0))
 
         return progress
 
