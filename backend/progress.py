@@ -75,39 +75,40 @@ def sub_progress(progress: ProgressFn, stage: str, start: float, end: float) -> 
     return report
 
 
-#: Seconds each stage takes in ``make demo``'s conversion on a quiet 2-core CPU (two free
-#: CPUs; the proxy's 21 views at 256 px, 50k faces, a 1024 px texture): medians of the duck
-#: and the mug, three runs each, every progress step timed, on one host, then moved half
-#: way (in log space) toward a second host of the same machine type, whose light fit and
-#: bake took 1.6x their share there and its proxy views 0.8x (the ratios its backend
-#: learned, ``server/stage_memory.py``); then the carving, the light fit, the texture and
-#: the export scaled by what their speed-ups gave through ``blend123 serve`` on that second
-#: host (``benchmarks/bench_busy.py``, medians: 0.69x, 0.87x, 0.55x, 0.52x). Only
-#: their ratios matter: :class:`StageClock` rescales them by the pace it observes, and a
+#: Seconds each stage of a Make Mesh takes at pace 1 (the speed probe's unit,
+#: ``speed_probe.py``), on the quick proxy's 21 views at 256 px, 50k faces and a 1024 px
+#: texture, for a typical object: the medians of nine objects (the two examples and the
+#: quality set's seen objects, ``bench_eta.py --objects seen --orders fresh``, two rounds on
+#: each of two occasions: 36 runs through ``blend123 serve`` on a quiet 2-core CPU), each
+#: divided by the speed probe's reading then. The quality set's unseen objects are left to
+#: check them on. Only their ratios and the probe's unit matter: :class:`StageClock`
+#: rescales them by the pace it observes and the object's cost (``object_scale``), and a
 #: backend re-weighs them by what its own machine showed. A stage missing here counts as
 #: one second.
 STAGE_SECONDS: dict[str, float] = {
     "load model": 0.25,
-    "views": 0.7,
-    "carve": 0.55,
-    "photo": 1.7,
-    "mesh": 0.3,
-    "refine": 1.75,
-    # Made with the texels beside the light fit, on the CPU the one-thread fit leaves free;
-    # what is left of it when the fit ends (0.4-0.5 s on the second host, from 0.01 s
-    # before the helper laid out the texels too).
-    "uv": 0.3,
-    "texture": 1.1,  # the bake on two threads, its texels laid out beside the fit (3/4 of 1.5)
-    "export": 0.2,
+    "views": 0.85,
+    "carve": 1.05,
+    "photo": 2.5,
+    "mesh": 0.5,
+    "refine": 1.7,
+    # The wait for the unwrap made beside the light fit (with its texels), on the CPU the
+    # one-thread fit leaves free: what is left of it when the fit ends (the duck's fit
+    # outlasts its unwrap; most objects' unwrap outlasted their fit by 0.4-1.1 s).
+    "uv": 1.2,
+    "texture": 1.35,  # the bake on two threads, its texels laid out beside the fit
+    "export": 0.25,
 }
 #: The same stages when they run otherwise than in the benchmark, at its pace: on one
 #: worker (no second CPU free), photo carving walking one view at a time (1.5-1.75x the
-#: two-worker time, duck and mug) and the bake one chunk at a time (1.3x: duck 3.0-3.2 s
-#: against 2.3-2.45 s, mug 4.0-4.4 s against 3.1-3.2 s); and the unwrap after the fit (no
-#: CPU free for the helper, a small mesh, or a fit that moves vertices) of the
-#: benchmark's 50k faces (0.7 s on the first host, 1.6 s on the second: half way).
-ONE_WORKER_SECONDS: dict[str, float] = {"photo": 2.7, "texture": 2.0}
-_INLINE_UNWRAP_SECONDS = 1.1
+#: two-worker time, duck and mug) and the bake one chunk at a time, laying out its own
+#: texels (1.3x the two-worker bake that does: duck 3.0-3.2 s against 2.3-2.45 s, mug
+#: 4.0-4.4 s against 3.1-3.2 s; that bake is 4/3 of the benchmark's);
+#: and the unwrap after the fit (no CPU free for the helper, a small mesh, or a fit that
+#: moves vertices) of the benchmark's 50k faces: about what the unwrap beside the fit takes
+#: (the fit and the wait together: 2.9 s), on one thread and not shared (1.55 s).
+ONE_WORKER_SECONDS: dict[str, float] = {"photo": 4.0, "texture": 2.35}
+_INLINE_UNWRAP_SECONDS = 1.55
 BENCHMARK_FACES = 50_000
 #: Stages whose cost is set by the output's size (faces, texture) or the options, not by
 #: the object: the light fit runs on the mesh decimated to ``refine_faces`` with a fixed
@@ -137,12 +138,11 @@ def object_scale(stage: str, object_cost: float) -> float:
     space) for the fixed-cost ones."""
     return object_cost ** (_FIXED_PACE_EXPONENT if stage in FIXED_COST_STAGES else 1.0)
 
-#: The least of its weight the uv stage keeps when the light fit outlasted the unwrap
-#: beside it: the hand-over of the atlas and its texels (0.12-0.29 s on the duck, against
-#: a weight of 0.3 at a pace of 0.7). Replayed on recorded runs (``replay_eta.py``), a
-#: quarter left the duck's worst moment 27% where half gave 23%, the whole weight the
-#: chair's 41% where half gave 30%.
-_LEAST_WAIT = 0.5
+#: Benchmark seconds the uv stage takes at least when the light fit outlasted the unwrap
+#: beside it: the hand-over of the atlas and its texels (0.12-0.29 s on the duck at a pace
+#: of 0.7). Replayed on recorded runs (``replay_eta.py``), half as long left the duck's
+#: worst moment 27% where this gave 23%, twice as long the chair's 41% where this gave 30%.
+_HAND_OVER_S = 0.15
 #: How much benchmark work (seconds) the expected pace counts for in a job's pace.
 _PRIOR_WEIGHT = 2.0
 #: How much of its own weight a stage must do before its own pace outweighs the job's.
@@ -293,7 +293,7 @@ class StageClock:
         longer wait and one that ran long next to none."""
         fixed_pace = self._fixed_pace(self.pace)
         left = self._unwrap_left(self.stage_seconds["refine"], fixed_pace)
-        self.weights["uv"] = max(_LEAST_WAIT * self._weight("uv"), left / fixed_pace)
+        self.weights["uv"] = max(_HAND_OVER_S, left / fixed_pace)
 
     def finish(self, elapsed_s: float) -> None:
         """The job ended ``elapsed_s`` after it started: the running stage's time is known."""
@@ -342,7 +342,7 @@ class StageClock:
             # end with the later of the fit (and the hand-over) and the unwrap.
             wait = self._weight("uv") * fixed_pace
             unwrap_left = self._unwrap_left(elapsed_s - self._stage_started, fixed_pace)
-            return overall, max(left + _LEAST_WAIT * wait, unwrap_left) + rest - wait
+            return overall, max(left + _HAND_OVER_S * fixed_pace, unwrap_left) + rest - wait
         return overall, left + rest
 
     def _unwrap_beside(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.replay_eta import replay
-from blend123.backend.progress import JOB_STAGES, STAGE_SECONDS
+from blend123.backend.progress import FIXED_COST_STAGES, JOB_STAGES, STAGE_SECONDS
 
 
 def _run(pace: float, slow: dict[str, float] | None = None, steps: int = 20) -> list[tuple[float, int, str, float]]:
@@ -21,8 +21,36 @@ def _run(pace: float, slow: dict[str, float] | None = None, steps: int = 20) -> 
 
 def test_a_machine_at_the_probes_pace_replays_close_and_a_surprise_does_not():
     steady = replay([_run(0.7), _run(0.7)], probe_pace=0.7)
-    assert all(worst < 0.05 for worst, _ in steady), steady
-    # A light fit three times its weight: the first run's estimate misses, the next one,
-    # from what the machine learned, does far better.
-    surprised = replay([_run(0.7, {"refine": 3.0}), _run(0.7, {"refine": 3.0})], probe_pace=0.7)
-    assert surprised[0][0] > 0.2 and surprised[1][0] < 0.5 * surprised[0][0], surprised
+    assert all(worst < 0.05 for worst, _, _ in steady), steady
+    # A light fit three times its weight: the first run's estimate misses, and each next one,
+    # from what the machine learned, does better.
+    surprised = [worst for worst, _, _ in replay([_run(0.7, {"refine": 3.0})] * 5, probe_pace=0.7)]
+    assert surprised[0] > 0.2 and surprised == sorted(surprised, reverse=True) and surprised[-1] < 0.5 * surprised[0], surprised
+
+
+def test_an_object_whose_views_show_its_cost_replays_close():
+    # Twice the typical object: its views, carving, photo carving and meshing twice their
+    # weight, the fixed-cost stages sqrt(2) (``progress.object_scale``).
+    costly = {stage: 2.0 if stage not in FIXED_COST_STAGES else 2.0**0.5 for stage in STAGE_SECONDS}
+    (shown, _, _), = replay([_run(0.7, costly)], probe_pace=0.7)
+    # The same mesh job after an orbit of typical views: nothing told the clock.
+    (hidden, _, _), = replay([_run(0.7, {**costly, "views": 1.0})], probe_pace=0.7)
+    assert shown < 0.1 and hidden > 0.2, (shown, hidden)
+    # A fresh memory for each run: the second run replays as the first did.
+    fresh = replay([_run(0.7, {"refine": 3.0})] * 2, probe_pace=0.7, fresh=True)
+    assert fresh[0] == fresh[1]
+
+
+def test_a_bench_eta_report_replays_by_order_and_object():
+    from benchmarks.replay_eta import recorded
+
+    run = _run(0.7)
+    report = {"benchmark": "eta", "runs": [
+        {"object": "duck", "order": "fresh", "events": run},
+        {"object": "chair", "order": "fresh", "events": run},
+        {"object": "chair", "order": "in turn", "events": run},
+    ]}
+    assert {order: [name for name, _ in runs] for order, runs in recorded(report).items()} == {"fresh": ["duck", "chair"], "in turn": ["chair"]}
+    assert list(recorded(report, {"duck"})) == ["fresh"]
+    busy = {"benchmark": "busy", "image": "mug.png", "runs": {"quiet": {"events": [run, run]}}}
+    assert [name for name, _ in recorded(busy)["in turn"]] == ["mug.png", "mug.png"]
