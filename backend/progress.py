@@ -164,9 +164,14 @@ RATIO_KEYS = frozenset(
 
 
 def unwrap_seconds(faces: int, beside: bool) -> float:
-    """The uv stage at the benchmark's pace: next to nothing when the unwrap was made beside
-    the fit, else in proportion to the faces."""
-    return STAGE_SECONDS["uv"] if beside else _INLINE_UNWRAP_SECONDS * faces / BENCHMARK_FACES
+    """The uv stage at the benchmark's pace, the unwrap's time in proportion to the faces:
+    made beside the fit, the wait for what is left of it when the fit ends (the benchmark's
+    50k faces: the fit and the wait together; the 23k-25k of a chair or a lamp were done
+    before the fit, leaving the hand-over); else the whole unwrap, after the fit."""
+    share = faces / BENCHMARK_FACES
+    if beside:
+        return max(_HAND_OVER_S, (STAGE_SECONDS["refine"] + STAGE_SECONDS["uv"]) * share - STAGE_SECONDS["refine"])
+    return _INLINE_UNWRAP_SECONDS * share
 
 
 #: Runnable threads a job adds to the machine's: its stage's one, and a part for the threads

@@ -47,7 +47,7 @@ from blend123.backend.progress import JOB_STAGES, STAGE_SECONDS  # noqa: E402
 from blend123.protocol.client import Client  # noqa: E402
 from blend123.protocol.job_progress import ChainProgress  # noqa: E402
 from blend123.backend.speed_probe import probe_pace  # noqa: E402
-from blend123.protocol.messages import Done, Error, Orbit, Progress, Reconstruct  # noqa: E402
+from blend123.protocol.messages import Done, Error, Mesh, Orbit, Progress, Reconstruct  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "busy.json"
 
@@ -143,6 +143,7 @@ def staged_run(client: Client, image) -> dict:
     seen: list[tuple[float, str, float, float]] = []  # (time, stage, chain fraction, eta)
     raw: list[tuple[float, int, str, float]] = []  # (time, job, stage, stage fraction): to replay other estimators
     orbit_id = ""
+    faces = 0  # the mesh's: how long the unwrap took is in proportion to them (replay_eta.py)
     for step, request in enumerate([Orbit(image, [0.0]), None]):
         if request is None:
             request = Reconstruct(source_job=orbit_id)
@@ -153,6 +154,8 @@ def staged_run(client: Client, image) -> dict:
                 fraction, eta = chain.update(step, event)
                 seen.append((time.perf_counter() - start, event.stage, fraction, eta))
                 raw.append((seen[-1][0], step, event.stage, event.fraction))
+            elif isinstance(event, Mesh):
+                faces = len(event.faces)
             elif isinstance(event, Error):
                 raise RuntimeError(event.message)
             elif isinstance(event, Done):
@@ -177,6 +180,7 @@ def staged_run(client: Client, image) -> dict:
         "eta_worst_error_by_stage": worst,
         "events": raw,
         "etas": seen,
+        "faces": faces,
     }
 
 

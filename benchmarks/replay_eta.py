@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from blend123.backend.progress import unwrap_seconds  # noqa: E402
+from blend123.backend.reconstruction.pipeline import UNWRAP_BESIDE_FACES  # noqa: E402
 from blend123.backend.server.stage_memory import StageMemory  # noqa: E402
 from blend123.backend.server.worker import PACE_FROM_WORK_S  # noqa: E402
 from blend123.protocol.job_progress import ChainProgress  # noqa: E402
@@ -41,9 +43,11 @@ _START_S = 0.02
 _END_S = 0.05
 
 
-def replay_run(memory: StageMemory, events: list[Event]) -> tuple[float, float, str]:
+def replay_run(memory: StageMemory, events: list[Event], faces: int = 0) -> tuple[float, float, str]:
     """One Make Mesh on ``memory`` (which learns from it): the bar's (worst, mean) relative
-    ETA error once 10% is done until the last second, and the stage of the worst."""
+    ETA error once 10% is done until the last second, and the stage of the worst.
+    ``faces``: the mesh's, where the report kept them: the uv stage is planned for them
+    once the mesh stage ends, as the pipeline plans it (the unwrap beside the fit)."""
     end = events[-1][0] + _END_S
     chain = ChainProgress.orbit_then_mesh("default", memory.proxy_orbit_share())
     errors: list[tuple[float, str]] = []
@@ -55,6 +59,8 @@ def replay_run(memory: StageMemory, events: list[Event]) -> tuple[float, float, 
         clock = memory.clock(kind, object_cost=object_cost)
         start = own[0][0] - _START_S
         for t, _, stage, fraction in own:
+            if faces >= UNWRAP_BESIDE_FACES and stage == "refine" and "uv" not in clock.planned:
+                clock.plan("uv", unwrap_seconds(faces, beside=True))
             overall, eta = clock.update(stage, fraction, t - start)
             shown = clock.object_cost_shown() if job == 0 else None
             done, said = chain.update(job, Progress("", stage, fraction, eta, t - start, overall=overall, object_cost=shown or -1.0))
@@ -72,29 +78,32 @@ def replay_run(memory: StageMemory, events: list[Event]) -> tuple[float, float, 
     return worst[0], statistics.mean(error for error, _ in errors), worst[1]
 
 
-def replay(runs: list[list[Event]], probe_pace: float | None, fresh: bool = False) -> list[tuple[float, float, str]]:
+def replay(runs: list[list[Event]], probe_pace: float | None, fresh: bool = False, faces: list[int] | None = None) -> list[tuple[float, float, str]]:
     """Each run's (worst, mean, stage of the worst), replayed in turn on one machine memory
-    (``fresh``: each on its own), started from ``probe_pace``."""
+    (``fresh``: each on its own), started from ``probe_pace``; ``faces``: each run's mesh's."""
     memory = None
     results = []
-    for events in runs:
+    for events, mesh_faces in zip(runs, faces or [0] * len(runs)):
         if memory is None or fresh:
             memory = StageMemory()
             memory.start_from(probe_pace)
-        results.append(replay_run(memory, [tuple(event[:4]) for event in events]))
+        results.append(replay_run(memory, [tuple(event[:4]) for event in events], mesh_faces))
     return results
 
 
-def recorded(report: dict, objects: set[str] | None = None) -> dict[str, list[tuple[str, list[Event]]]]:
-    """The quiet runs of a ``bench_busy.py`` or ``bench_eta.py`` report, by order: (object, events)."""
+Recorded = tuple[str, list[Event], int]  # (object, events, the mesh's faces; 0: not kept)
+
+
+def recorded(report: dict, objects: set[str] | None = None) -> dict[str, list[Recorded]]:
+    """The quiet runs of a ``bench_busy.py`` or ``bench_eta.py`` report, by order."""
     if report.get("benchmark") == "eta":
-        orders: dict[str, list[tuple[str, list[Event]]]] = {}
+        orders: dict[str, list[Recorded]] = {}
         for run in report["runs"]:
             if objects is None or run["object"] in objects:
-                orders.setdefault(run["order"], []).append((run["object"], run["events"]))
+                orders.setdefault(run["order"], []).append((run["object"], run["events"], run.get("faces", 0)))
         return orders
     quiet = report.get("runs", {}).get("quiet")
-    return {"in turn": [(report.get("image", "?"), events) for events in quiet["events"]]} if quiet else {}
+    return {"in turn": [(report.get("image", "?"), events, 0) for events in quiet["events"]]} if quiet else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(path.read_text())
         probe = report.get("speed_probe", {}).get("pace")
         for order, runs in recorded(report, objects).items():
-            results = replay([events for _, events in runs], probe, fresh=order == "fresh")
+            results = replay([events for _, events, _ in runs], probe, fresh=order == "fresh", faces=[faces for *_, faces in runs])
             print(f"{path.name}, {order}: the bar's ETA error after 10%, worst (stage) / mean per run:")
-            for (name, _), (worst, mean, stage) in zip(runs, results):
+            for (name, *_), (worst, mean, stage) in zip(runs, results):
                 print(f"  {name:15s} {worst:4.0%} ({stage or '-'}) / {mean:.0%}")
             worst = [result[0] for result in results]
             print(f"  worst {max(worst):.0%}, median {statistics.median(worst):.0%}, above 30% in {sum(w > 0.3 for w in worst)} of {len(worst)} runs")

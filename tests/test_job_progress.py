@@ -103,7 +103,9 @@ def test_a_plan_moves_the_estimate_and_never_the_bar_back():
     assert after == before  # the work left grew: the bar holds
     assert planned - eta > 0.8 * extra
     assert unwrap_seconds(25_000, beside=False) == unwrap_seconds(50_000, beside=False) / 2
-    assert unwrap_seconds(50_000, beside=True) == STAGE_SECONDS["uv"]
+    assert unwrap_seconds(50_000, beside=True) == pytest.approx(STAGE_SECONDS["uv"])
+    # Beside the fit, half the faces are unwrapped before the fit ends: the hand-over is left.
+    assert unwrap_seconds(25_000, beside=True) < 0.2 * STAGE_SECONDS["uv"] < STAGE_SECONDS["uv"] < unwrap_seconds(60_000, beside=True)
 
 
 def test_a_stage_missing_from_the_plan_is_added_where_it_runs():

@@ -123,7 +123,7 @@ def test_a_reconstruction_cancelled_during_the_fit_leaves_no_helper(monkeypatch)
 
     from .recon_fixtures import LIT_OPTIONS, lit_scene
 
-    monkeypatch.setattr(pipeline, "_UNWRAP_BESIDE_FACES", 0)  # the small test mesh too
+    monkeypatch.setattr(pipeline, "UNWRAP_BESIDE_FACES", 0)  # the small test mesh too
     helpers: list[int] = []
 
     def progress(stage: str, fraction: float) -> None:
@@ -154,9 +154,9 @@ def test_texels_laid_out_by_the_helper_make_the_same_texture(monkeypatch):
     laid_out: list[bool] = []
     real_ends = pipeline._texture_ends
     monkeypatch.setattr(pipeline, "_texture_ends", lambda texels_here, workers: laid_out.append(texels_here) or real_ends(texels_here, workers))
-    monkeypatch.setattr(pipeline, "_UNWRAP_BESIDE_FACES", 10**9)
+    monkeypatch.setattr(pipeline, "UNWRAP_BESIDE_FACES", 10**9)
     here = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options)
-    monkeypatch.setattr(pipeline, "_UNWRAP_BESIDE_FACES", 0)
+    monkeypatch.setattr(pipeline, "UNWRAP_BESIDE_FACES", 0)
     beside = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options)
     assert laid_out == [True, False]  # in the stage, then by the helper
     np.testing.assert_array_equal(here.uvs, beside.uvs)

@@ -75,7 +75,7 @@ _REGISTERED_CARVE_SHARES = (0.1, 0.4, 0.55, 0.6)
 #: pits into a checkered box seen in RGB-on-white views with drift (1.0 did not).
 _DRIFTED_SURFACE_WEIGHT = 1.0
 #: Meshes smaller than this unwrap faster than a helper process starts.
-_UNWRAP_BESIDE_FACES = 20_000
+UNWRAP_BESIDE_FACES = 20_000
 
 
 @dataclass
@@ -267,7 +267,7 @@ def _reconstruct(
             vertices, faces = largest_component(*drop_coincident_faces(vertices, faces), _KEEP_PART_FRACTION)
 
         unwrap_args = (options.texture_size, options.uv_padding, options.max_chart_area_fraction)
-        if options.refine_offsets == 0 and stage.cpu.threads >= 2 and len(faces) >= _UNWRAP_BESIDE_FACES:
+        if options.refine_offsets == 0 and stage.cpu.threads >= 2 and len(faces) >= UNWRAP_BESIDE_FACES:
             normals = vertex_normals(vertices, faces) if guide is None else None
             beside, helper = UnwrapBeside(vertices, faces, *unwrap_args, normals=normals, helper=helper), None
             if beside.pid is not None:  # the one started ahead, or another if that one died
