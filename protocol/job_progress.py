@@ -30,6 +30,8 @@ _FIRST_LOOK = 0.2
 #: The mesh job after a quick-proxy orbit takes the orbit's ``object_cost`` to this power
 #: longer than expected: twelve objects' mesh jobs (the quality set's, the duck, the mug,
 #: through ``serve``) ran 3.3x apart and went as their orbit's views to the power 0.79.
+#: (Once it runs, the mesh job's own clock spreads the cost over its stages instead:
+#: ``backend/progress.object_scale``, about the same power over the whole job.)
 _LATER_JOBS_FOLLOW = 0.79
 
 
@@ -79,8 +81,8 @@ class ChainProgress:
             # the mesh torch on the free CPUs, and their paces part (1.5x apart on two hosts
             # of one machine type); in the command's own backend the orbit shares the process
             # with the import of torch and runs at 2-3x its pace (the ETA said 14 s with 7 s
-            # to go). The mesh job's own clock corrects the rest once it starts.
-            # The object's cost, once the first job's work has shown it, moves them too.
+            # to go). The mesh job's own clock corrects the rest once it starts. The object's
+            # cost, once the orbit's views have shown it, moves them: not the orbit's pace.
             cost = event.object_cost ** _LATER_JOBS_FOLLOW if step == 0 and event.object_cost > 0 else 1.0
             return done, event.eta_s + later * self._expected_s * cost
         # No pace to start from (a diffusion model's orbit): the pace of the work done so far.

@@ -23,9 +23,11 @@ def test_a_machine_at_the_probes_pace_replays_close_and_a_surprise_does_not():
     steady = replay([_run(0.7), _run(0.7)], probe_pace=0.7)
     assert all(worst < 0.05 for worst, _, _ in steady), steady
     # A light fit three times its weight: the first run's estimate misses, and each next one,
-    # from what the machine learned, does better.
-    surprised = [worst for worst, _, _ in replay([_run(0.7, {"refine": 3.0})] * 5, probe_pace=0.7)]
-    assert surprised[0] > 0.2 and surprised == sorted(surprised, reverse=True) and surprised[-1] < 0.5 * surprised[0], surprised
+    # from what the machine learned, does better (a step at a time: one object's stage is no
+    # machine's).
+    surprised = [worst for worst, _, _ in replay([_run(0.7, {"refine": 3.0})] * 20, probe_pace=0.7)]
+    assert surprised[0] > 0.2 and surprised[-1] < 0.5 * surprised[0], surprised
+    assert all(later < earlier + 0.01 for earlier, later in zip(surprised, surprised[1:])), surprised
 
 
 def test_an_object_whose_views_show_its_cost_replays_close():

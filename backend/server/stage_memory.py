@@ -38,13 +38,16 @@ FILE_NAME = "stage_seconds.json"
 #: 4: ratios counted in the typical object's stage seconds (``STAGE_SECONDS`` from nine
 #: objects), without the object's own cost where its orbit showed it.
 _VERSION = 4
-#: How far one mesh job moves a stage's ratio, or a measured pace, toward what it measured:
-#: the object's cost its orbit showed is taken out, but its stages still part from the
-#: typical object's (tiles' photo carving took 2-3x its share). Replayed on 24 recorded
-#: runs of twelve objects one after another (``replay_eta.py``), moving half way left the
-#: ETA above 30% in 13 of them, a third of the way in 12, a fifth in 11: a machine's own
-#: timings (a fit 1.6x slower than the probe says) are learned in a few jobs all the same.
-_LEARN_RATE = 0.3
+#: How far one mesh job moves a stage's ratio, or a measured pace, toward what it measured
+#: (in log space, by at most ``_MOST_STEP``): the object's cost its orbit showed is taken
+#: out, but its stages still part from the typical object's (tiles' photo carving took 3x
+#: its share, a chair's mesh job half what its views foretold). Replayed on 60 recorded
+#: runs of twelve objects one after another (``replay_eta.py``: three reports), half way
+#: without a cap left the bar above 30% in 40 of them, a fifth of the way with one in 31;
+#: a machine's own timings (a fit 1.6x slower than the probe says) are learned all the same.
+_LEARN_RATE = 0.2
+#: The most one job's seconds can say against a ratio (or the pace), in log space.
+_MOST_STEP = math.log(1.5)
 #: How far a job that showed its object's cost moves them (a quick-proxy orbit: its views
 #: took what the object made them take, ``StageClock.object_cost_shown``); the mesh job
 #: made from it counts that cost already, and would count it twice.
@@ -143,7 +146,7 @@ class StageMemory:
         measured = self.timed or self.probed
         rate = _LEARN_RATE if clock.object_cost_shown() is None else _LEARN_RATE_SHOWN
         assumed_scales, assumed_pace = self.scales(), self.pace  # what this job's clock took them for
-        self.pace = _bounded(self.pace + rate * (seen_pace - self.pace)) if measured else seen_pace
+        self.pace = _toward(self.pace, seen_pace, rate) if measured else seen_pace
         self.timed = True
         # A new dict, swapped in whole: the server thread reads it for hello meanwhile.
         ratios = dict(self.ratios)
@@ -160,7 +163,7 @@ class StageMemory:
             known = ratios.get(key)
             if known is None and measured:
                 known = way_scale(assumed_scales, stage, way) * assumed_pace
-            ratios[key] = seen if known is None else known + rate * (seen - known)
+            ratios[key] = seen if known is None else _toward(known, seen, rate)
         self.ratios = ratios
 
     def save(self) -> None:
@@ -174,6 +177,14 @@ class StageMemory:
             os.replace(tmp, self.path)
         except OSError as exc:
             log.warning("could not keep the stage timings in %s: %s", self.path, exc)
+
+
+def _toward(known: float, seen: float, rate: float) -> float:
+    """``known`` moved ``rate`` of the way (in log space) toward ``seen``, by at most
+    ``_MOST_STEP``'s share: one object far from the typical one (tiles' photo carving, 3x
+    its share) moves a ratio as far as one 1.5x off, and a machine's own still shows."""
+    step = min(max(math.log(seen / known), -_MOST_STEP), _MOST_STEP)
+    return _bounded(known * math.exp(rate * step))
 
 
 def _within(value: float) -> bool:
