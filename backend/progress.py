@@ -138,6 +138,7 @@ def object_scale(stage: str, object_cost: float) -> float:
     space) for the fixed-cost ones."""
     return object_cost ** (_FIXED_PACE_EXPONENT if stage in FIXED_COST_STAGES else 1.0)
 
+
 #: Benchmark seconds the uv stage takes at least when the light fit outlasted the unwrap
 #: beside it: the hand-over of the atlas and its texels (0.12-0.29 s on the duck at a pace
 #: of 0.7). Replayed on recorded runs (``replay_eta.py``), half as long left the duck's
@@ -213,7 +214,8 @@ class StageClock:
     weight still to do at the pace this job has shown (seconds per benchmark second),
     starting from the expected ``prior_pace`` (the machine's pace its jobs showed, times
     ``load``, what other processes' work costs it now), so a slower machine, a busy one, or
-    a bigger input corrects the estimate as the job runs. The running stage's rest goes at
+    a bigger input corrects the estimate as the job runs. An object whose cost its orbit
+    showed (``object_cost``) weighs its stages by it from the start (:func:`object_scale`). The running stage's rest goes at
     its own pace once it has shown one; fixed-cost stages take only part of the object's
     pace. A stage that never reports (a model already loaded, none needed) drops out of the
     plan once a later stage starts. On a quiet machine the light fit and the uv stage,
