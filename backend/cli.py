@@ -288,7 +288,7 @@ def run_job(client: Client, request: Message, quiet: bool, bar: JobBar | None = 
     job_id = client.submit(request)
     bars = bar or JobBar(enabled=not quiet)
     try:
-        for event in client.events(job_id):
+        for event in client.events(job_id, on_silence=lambda silent_s: bars.waiting(silent_s, client.timeout_s)):
             if isinstance(event, Progress):
                 bars.show(event, step)
             elif isinstance(event, Error):

@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import zmq
 
@@ -61,6 +61,9 @@ _HANDSHAKE_FAILED = {
 
 #: The backend's default address: loopback only.
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5123"
+#: Heartbeats a backend may miss before :meth:`Client.events` reports its silence: an
+#: inline xatlas unwrap beside two busy processes kept one from answering for 2-3 s.
+_SILENT_HEARTBEATS = 5
 
 
 @dataclass(frozen=True)
@@ -220,12 +223,15 @@ class Client:
         out.extend(self._keep_alive())
         return out
 
-    def events(self, job_id: str) -> Iterator[Message]:
+    def events(self, job_id: str, on_silence: Callable[[float], None] | None = None) -> Iterator[Message]:
         """Yield ``job_id``'s events until it ends (blocking, for headless use).
 
         Ends with an ``error`` event of code ``job_lost`` when the backend no longer runs
         the job, and raises ProtocolError with code ``timeout`` if the backend stays silent
-        for ``timeout_s``. Other jobs' events are kept for :meth:`poll`.
+        for ``timeout_s``. Other jobs' events are kept for :meth:`poll`. ``on_silence`` hears
+        how many seconds the backend has been silent, once it has missed five heartbeats
+        (a backend at work answers every ping), so a progress bar can say so before the
+        timeout.
         """
         self._active.add(job_id)
         kept: list[Message] = []
@@ -243,6 +249,8 @@ class Client:
                         continue
                     if envelope is not None:
                         self._route(envelope, self._pending)
+                    elif on_silence is not None and self.silent_s > _SILENT_HEARTBEATS * self.heartbeat_s:
+                        on_silence(self.silent_s)
                     continue
                 if getattr(msg, "job_id", None) != job_id:
                     kept.append(msg)
@@ -254,6 +262,11 @@ class Client:
                     return
         finally:
             self._pending.extendleft(reversed(kept))
+
+    @property
+    def silent_s(self) -> float:
+        """Seconds since the backend last said anything."""
+        return time.monotonic() - self._last_heard
 
     @property
     def active_jobs(self) -> set[str]:

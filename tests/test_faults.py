@@ -112,14 +112,16 @@ def test_kill_9_mid_job_then_restart_ends_the_waiting_client_with_job_lost(tmp_p
         backend.stop()
 
 
-def test_a_command_whose_backend_dies_says_where_to_look_and_what_to_run(tmp_path, reference_image):
+def test_a_command_whose_backend_dies_says_where_to_look_and_what_to_run(tmp_path, reference_image, capsys):
     """The client's advice to resume the job needs a job id and a command the command line
-    has not: a command tells the user which backend to check and to run it again."""
+    has not: a command tells the user which backend to check and to run it again. While
+    the backend is silent, its bar says so instead of freezing at its last time left."""
     backend = ServeProcess([], tmp_path / "jobs")
     client = Client(backend.address, timeout_s=2.0, heartbeat_s=0.2)
     try:
-        events = run_job(client, Orbit(reference_image, [10.0], settings=GenerationSettings(resolution=512)), quiet=True)
+        events = run_job(client, Orbit(reference_image, [10.0], settings=GenerationSettings(resolution=512)), quiet=False)
         next(e for e in events if isinstance(e, View))
+        assert "no answer from the backend" not in capsys.readouterr().err  # at work: it answers
         backend.proc.kill()
         backend.proc.wait(10)
         with pytest.raises(ProtocolError) as failed:
@@ -127,6 +129,7 @@ def test_a_command_whose_backend_dies_says_where_to_look_and_what_to_run(tmp_pat
         error = failed.value
         assert error.code == TIMEOUT and "has not answered" in error.message, error
         assert backend.address in error.hint and "run the command again" in error.hint and "resume" not in error.hint
+        assert "no answer from the backend for 1 s (giving up at 2 s)" in capsys.readouterr().err
     finally:
         client.close()
         backend.stop()
