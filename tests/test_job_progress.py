@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from blend123.backend.device import describe_device
-from blend123.backend.progress import JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, load_pace, quiet_machine, unwrap_seconds, way_scale
+from blend123.backend.progress import FIXED_COST_STAGES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, load_pace, quiet_machine, unwrap_seconds, way_scale
 from blend123.backend.server.stage_memory import _LEARN_RATE, _LEARN_RATE_SHOWN, StageMemory, _toward
 from blend123.protocol.job_progress import ChainProgress, orbit_share
 from blend123.protocol.messages import Orbit, Progress, Reconstruct
@@ -300,11 +300,16 @@ def _finished_clock(seconds_of, load: float = 1.0, plan: dict[str, tuple[float, 
     """A reconstruction's clock after every stage took ``seconds_of(stage)``; ``plan``: the
     stages planned, in benchmark seconds, and how they ran."""
     clock = StageClock("reconstruct", load=load, prior_pace=load, quiet=quiet)
-    stages = [s for s in JOB_STAGES["reconstruct"] if s != "load model"]
     for stage, (seconds, way) in (plan or {}).items():
         clock.plan(stage, seconds, way)
+    return _run_stages(clock, seconds_of)
+
+
+def _run_stages(clock: StageClock, seconds_of) -> StageClock:
+    """Run a reconstruction's stages (no model to load) on ``clock``, each taking
+    ``seconds_of(stage)``, and finish it."""
     elapsed = 0.0
-    for stage in stages:
+    for stage in [s for s in JOB_STAGES["reconstruct"] if s != "load model"]:
         clock.update(stage, 0.0, elapsed)
         elapsed += seconds_of(stage)
         clock.update(stage, 1.0, elapsed)
@@ -478,24 +483,17 @@ def test_an_orbit_shows_what_its_object_costs_and_the_mesh_job_counts_it():
     plain, costly = StageClock("reconstruct", prior_pace=0.8), StageClock("reconstruct", prior_pace=0.8, object_cost=2.0)
     (_, plain_eta), (_, costly_eta) = plain.update("carve", 0.0, 0.01), costly.update("carve", 0.0, 0.01)
     mesh = [s for s in JOB_STAGES["reconstruct"] if s != "load model"]
-    fixed = sum(STAGE_SECONDS[s] for s in mesh if s in {"refine", "uv", "texture", "export"})
+    fixed = sum(STAGE_SECONDS[s] for s in mesh if s in FIXED_COST_STAGES)
     objects = sum(STAGE_SECONDS[s] for s in mesh) - fixed
     assert costly_eta / plain_eta == pytest.approx((2.0 * objects + 2.0**0.5 * fixed) / (objects + fixed), rel=0.02)
 
     # The mesh job took what its object costs on a machine at pace 0.8: the machine's pace
     # stays 0.8, where a job of unknown object would have moved it part of the way to 1.3.
-    took = lambda s: 0.8 * STAGE_SECONDS[s] * (2.0**0.5 if s in {"refine", "uv", "texture", "export"} else 2.0)  # noqa: E731
+    took = lambda s: 0.8 * STAGE_SECONDS[s] * (2.0**0.5 if s in FIXED_COST_STAGES else 2.0)  # noqa: E731
     for cost, pace in ((2.0, 0.8), (1.0, _moved(0.8, sum(map(took, mesh)) / sum(STAGE_SECONDS[s] for s in mesh)))):
         memory = StageMemory()
         memory.start_from(0.8)
-        clock = memory.clock("reconstruct", object_cost=cost)
-        elapsed = 0.0
-        for stage in mesh:
-            clock.update(stage, 0.0, elapsed)
-            elapsed += took(stage)
-            clock.update(stage, 1.0, elapsed)
-        clock.finish(elapsed)
-        memory.learn(clock)
+        memory.learn(_run_stages(memory.clock("reconstruct", object_cost=cost), took))
         assert memory.pace == pytest.approx(pace, rel=1e-6)
         assert all(ratio == pytest.approx(0.8, rel=1e-6) for ratio in memory.ratios.values()) == (cost == 2.0)
 
