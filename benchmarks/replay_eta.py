@@ -10,7 +10,11 @@ until the last second (what the benchmarks measure). The runs of a report are re
 turn on one machine memory started from the recorded speed probe; ``bench_eta.py``'s
 ``fresh`` runs each on a memory of their own.
 
-    python benchmarks/replay_eta.py benchmarks/results/eta.json [more.json ...] [--objects chair,donut]
+    python benchmarks/replay_eta.py benchmarks/results/eta.json [more.json ...] [--objects chair,donut] [--floor]
+
+``--floor`` sets beside each run the noise floor: the worst error of a bar that knew the
+object's stage seconds from its other runs in the reports given (their medians), so knew
+all a run can teach about its object and nothing of this run's host hour.
 
 Quiet runs only: a busy run's estimate also depends on the load the server read and the
 ways its stages ran, which the events do not record. The orbits are taken to have run
@@ -78,6 +82,53 @@ def replay_run(memory: StageMemory, events: list[Event], faces: int = 0) -> tupl
     return worst[0], statistics.mean(error for error, _ in errors), worst[1]
 
 
+def stage_seconds(events: list[Event]) -> dict[tuple[int, str], float]:
+    """Each (job, stage)'s seconds in a recorded run, in the order they ran."""
+    end = events[-1][0] + _END_S
+    seconds: dict[tuple[int, str], float] = {}
+    for (t, job, stage, _), (later, *_) in zip(events, [*events[1:], (end,)]):
+        seconds[(job, stage)] = seconds.get((job, stage), 0.0) + later - t
+    return seconds
+
+
+def knowing_the_object(events: list[Event], typical: dict[tuple[int, str], float]) -> tuple[float, float, str]:
+    """The (worst, mean, stage of the worst) ETA error of a bar that knew each of the
+    object's stage seconds (``typical``: say, the medians of its other runs) and nothing of
+    this run, measured as :func:`replay_run` measures: what the host's own noise leaves an
+    estimator that had learned all there is to know about the object."""
+    end = events[-1][0] + _END_S
+    order = list(typical)
+    total = sum(typical.values())
+    errors: list[tuple[float, str]] = []
+    for t, job, stage, fraction in events:
+        if (job, stage) not in typical or total <= 0:
+            continue
+        at = order.index((job, stage))
+        said = (1.0 - fraction) * typical[(job, stage)] + sum(typical[key] for key in order[at + 1 :])
+        left = end - t
+        if 1.0 - said / total >= 0.1 and left > 1.0:
+            errors.append((abs(said - left) / left, stage))
+    if not errors:
+        return 0.0, 0.0, ""
+    worst = max(errors)
+    return worst[0], statistics.mean(error for error, _ in errors), worst[1]
+
+
+def noise_floor(run: Recorded, pool: list[Recorded]) -> tuple[float, float, str] | None:
+    """:func:`knowing_the_object` for ``run`` with the medians of the other runs of its
+    object in ``pool`` (a run recorded twice counts once); None with fewer than two others.
+    Their seconds are taken as they came: rescaling them by each report's speed probe
+    left the floor higher (29 runs of 160 above 30% against 27), the probe reads the host's
+    hour no better than the runs do."""
+    name, events, _ = run
+    others = {json.dumps(other_events) for other, other_events, _ in pool if other == name} - {json.dumps(events)}
+    if len(others) < 2:
+        return None
+    seconds = [stage_seconds(json.loads(other)) for other in others]
+    typical = {key: statistics.median(s.get(key, 0.0) for s in seconds) for key in stage_seconds(events)}
+    return knowing_the_object(events, typical)
+
+
 def replay(runs: list[list[Event]], probe_pace: float | None, fresh: bool = False, faces: list[int] | None = None) -> list[tuple[float, float, str]]:
     """Each run's (worst, mean, stage of the worst), replayed in turn on one machine memory
     (``fresh``: each on its own), started from ``probe_pace``; ``faces``: each run's mesh's."""
@@ -110,19 +161,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, nargs="+", help="bench_busy.py or bench_eta.py JSON reports")
     parser.add_argument("--objects", default="", help="only these objects (comma-separated names as the report has them)")
+    parser.add_argument("--floor", action="store_true", help="beside each run, the noise floor: the error of a bar that knew "
+                        "the object's stage seconds from its other runs in these reports (their medians)")
     args = parser.parse_args(argv)
     objects = {name.strip() for name in args.objects.split(",") if name.strip()} or None
-    for path in args.results:
-        report = json.loads(path.read_text())
+    reports = {path: json.loads(path.read_text()) for path in args.results}
+    pool = [run for report in reports.values() for runs in recorded(report, objects).values() for run in runs]
+    totals: dict[str, list[float]] = {"estimator": [], "floor": []}
+    for path, report in reports.items():
         probe = report.get("speed_probe", {}).get("pace")
         for order, runs in recorded(report, objects).items():
             results = replay([events for _, events, _ in runs], probe, fresh=order == "fresh", faces=[faces for *_, faces in runs])
-            print(f"{path.name}, {order}: the bar's ETA error after 10%, worst (stage) / mean per run:")
-            for (name, *_), (worst, mean, stage) in zip(runs, results):
-                print(f"  {name:15s} {worst:4.0%} ({stage or '-'}) / {mean:.0%}")
-            worst = [result[0] for result in results]
-            print(f"  worst {max(worst):.0%}, median {statistics.median(worst):.0%}, above 30% in {sum(w > 0.3 for w in worst)} of {len(worst)} runs")
+            print(f"{path.name}, {order}: the bar's ETA error after 10%, worst (stage) / mean per run"
+                  + (", and the noise floor's worst" if args.floor else "") + ":")
+            for run, (worst, mean, stage) in zip(runs, results):
+                floor = noise_floor(run, pool) if args.floor else None
+                print(f"  {run[0]:15s} {worst:4.0%} ({stage or '-'}) / {mean:.0%}" + (f"   floor {floor[0]:4.0%}" if floor else ""))
+                if floor:
+                    totals["floor"].append(floor[0])
+                    totals["estimator"].append(worst)
+            print("  " + _summary([result[0] for result in results]))
+    if totals["floor"]:
+        print(f"Runs with a floor ({len(totals['floor'])}): estimator {_summary(totals['estimator'])}; "
+              f"noise floor {_summary(totals['floor'])}")
     return 0
+
+
+def _summary(worst: list[float]) -> str:
+    return f"worst {max(worst):.0%}, median {statistics.median(worst):.0%}, above 30% in {sum(w > 0.3 for w in worst)} of {len(worst)} runs"
 
 
 if __name__ == "__main__":

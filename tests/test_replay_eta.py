@@ -67,3 +67,18 @@ def test_a_small_meshs_unwrap_is_done_before_the_fit_ends():
     ((unplanned, _, _),) = replay([quick], probe_pace=0.7)
     # Once the mesh is made its faces are known: the worst moment comes before.
     assert planned < 0.6 * unplanned and where == "mesh", (planned, unplanned, where)
+
+
+def test_the_noise_floor_knows_the_object_from_its_other_runs():
+    from benchmarks.replay_eta import noise_floor
+
+    steady, slow = _run(0.7), _run(0.7, {"refine": 2.0, "texture": 2.0})
+    pool = [("duck", steady, 0), ("duck", _run(0.7, {"views": 1.01}), 0), ("duck", slow, 0), ("mug", slow, 0)]
+    # Two other duck runs like it: their medians are its own stage seconds.
+    (worst, _, _) = noise_floor(("duck", _run(0.7, {"views": 0.99}), 0), pool)
+    assert worst < 0.05, worst
+    # A run slower than the object's others: the bar that knew them misses it.
+    (worst, _, stage) = noise_floor(("duck", _run(0.7, {"refine": 2.0, "texture": 2.0, "mesh": 1.001}), 0), pool[:2] + [("duck", steady, 0)])
+    assert worst > 0.3 and stage in ("refine", "uv", "texture"), (worst, stage)
+    # A run recorded twice counts once, and the run itself is not one of its others.
+    assert noise_floor(("duck", steady, 0), [("duck", steady, 0), ("duck", slow, 0), ("duck", slow, 0)]) is None
