@@ -50,11 +50,30 @@ def test_given_normals_the_helper_lays_out_the_texels_too():
 
 
 def test_a_killed_helper_still_gives_uvs():
+    # Another helper unwraps the mesh, nudged (the first may have died of the mesh itself).
     vertices, faces = _mesh()
     beside = UnwrapBeside(vertices, faces, 256, 4, 0.01, normals=vertices)
     os.kill(beside.pid, signal.SIGKILL)
-    _same(beside.result(), unwrap(vertices, faces, 256, 4, 0.01))
-    assert beside.texels is None  # the caller lays them out
+    got = beside.result()
+    _same(got, unwrap(vertices, faces, 256, 4, 0.01, nudge=uv._RETRY_NUDGE))
+    here = texel_surface(got.vertices, got.faces, got.uvs, vertices[got.source], 256)
+    np.testing.assert_array_equal(beside.texels.rows, here.rows)  # laid out by the second
+
+
+def test_a_mesh_that_crashes_xatlas_is_unwrapped_nudged_and_the_caller_lives(monkeypatch, caplog):
+    # xatlas (0.0.11) crashes the process on a regular sphere of 82k faces, every time: in a
+    # helper that takes only the helper, and a second, nudging the mesh below a texel, unwraps it.
+    vertices, faces = _mesh(6)
+    with caplog.at_level("WARNING"):
+        got = UnwrapBeside(vertices, faces, 512, 4, 0.01).result()
+    assert "without a result" in caplog.text
+    assert len(got.faces) == len(faces) and got.uvs.min() >= 0 and got.uvs.max() <= 1
+    np.testing.assert_array_equal(got.vertices, vertices[got.source])  # the UVs are for the vertices as given
+    # Crashing again (no nudge this time): a clear error, not the unwrap in this process.
+    monkeypatch.setattr(uv, "_RETRY_NUDGE", 0.0)
+    with pytest.raises(uv.UnwrapFailed, match="crashed twice") as failed:
+        UnwrapBeside(vertices, faces, 512, 4, 0.01).result()
+    assert "faces" in failed.value.hint
 
 
 def test_a_helper_started_ahead_waits_for_its_mesh():
@@ -95,6 +114,32 @@ def test_close_stops_a_running_helper():
     assert beside.pid is None
     with pytest.raises(ProcessLookupError):  # reaped: nothing left of it
         os.kill(pid, 0)
+
+
+def test_waiting_for_the_helper_can_be_cut_short():
+    # While the helper works, ``waiting`` is called (a job's progress call); what it raises
+    # (a cancel) stops the helper at once instead of after the unwrap.
+    vertices, faces = _mesh(6)  # 80k faces: seconds of work
+    beside = UnwrapBeside(vertices, faces, 1024, 4, 0.01)
+    pid, calls = beside.pid, []
+
+    def waiting() -> None:
+        calls.append(time.perf_counter())
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        beside.result(waiting=waiting)
+    assert len(calls) == 3 and time.perf_counter() - start < 1.0
+    assert beside.pid is None
+    with pytest.raises(ProcessLookupError):  # reaped: nothing left of it
+        os.kill(pid, 0)
+    # Left alone, it is called all along and the UVs are the same.
+    calls.clear()
+    small = _mesh(5)
+    _same(UnwrapBeside(*small, 1024, 4, 0.01).result(waiting=lambda: calls.append(1)), unwrap(*small, 1024, 4, 0.01))
+    assert calls
 
 
 def test_the_helper_does_not_run_the_callers_main_module(tmp_path):
@@ -161,3 +206,47 @@ def test_texels_laid_out_by_the_helper_make_the_same_texture(monkeypatch):
     assert laid_out == [True, False]  # in the stage, then by the helper
     np.testing.assert_array_equal(here.uvs, beside.uvs)
     np.testing.assert_array_equal(here.texture, beside.texture)
+
+
+def test_the_unwrap_after_the_fit_runs_in_a_helper_too_and_a_cancel_stops_it(monkeypatch):
+    # On one CPU the unwrap waits for the fit; xatlas in the job's own process would hold
+    # the GIL (the server's thread answers no ping meanwhile): a helper makes it, and a
+    # cancel while the job waits for it stops it.
+    import contextlib
+    import dataclasses
+
+    import psutil
+
+    from blend123.backend.progress import JobCancelled
+    from blend123.backend.reconstruction import pipeline
+
+    from .recon_fixtures import LIT_OPTIONS, lit_scene
+
+    monkeypatch.setattr(pipeline, "UNWRAP_BESIDE_FACES", 0)  # the small test mesh too
+    helpers: list[int] = []
+    seen: list[str] = []
+
+    def progress(stage: str, fraction: float) -> None:
+        seen.append(stage)
+        if stage == "refine":
+            assert not helper_pids()  # none beside the fit on one CPU
+        if stage == "uv" and not helpers:
+            helpers.extend(helper_pids())
+            if helpers:
+                raise JobCancelled()
+
+    def helper_pids() -> list[int]:
+        pids = []
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                if "_unwrap_child" in " ".join(child.cmdline()):
+                    pids.append(child.pid)
+        return pids
+
+    s = lit_scene()
+    options = dataclasses.replace(LIT_OPTIONS, threads=1)
+    with pytest.raises(JobCancelled):
+        pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options, progress)
+    assert helpers, "the unwrap after the fit did not run in a helper process"
+    assert seen[-1] == "uv" and "texture" not in seen
+    assert not [pid for pid in helpers if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]

@@ -346,8 +346,19 @@ def _refine_and_finish(
                 light = fit.light if options.light_model else None
 
     with stage("uv"):
-        # One blocking xatlas call (or waiting for the helper's): cancellation takes effect when it returns.
-        uv_mesh = beside.result() if beside is not None else unwrap(vertices, faces, *unwrap_args)
+        if beside is None and len(faces) >= UNWRAP_BESIDE_FACES:
+            # Not made beside the fit (no second CPU, or the fit moved the vertices): made now
+            # in a helper all the same, so that xatlas holds no GIL of this process (the
+            # server's thread goes on answering pings) and a cancel stops it at once.
+            beside = UnwrapBeside(vertices, faces, *unwrap_args)
+            if beside.pid is not None:
+                stage.cpu.count_as_own(beside.pid)
+        try:
+            # A small mesh unwraps faster than a helper starts: here, in one blocking call.
+            uv_mesh = beside.result(waiting=lambda: progress("uv", 0.0)) if beside is not None else unwrap(vertices, faces, *unwrap_args)
+        finally:
+            if beside is not None:
+                beside.close()
 
     # The bake's threads take a view or a chunk of texels each, torch's one thread apiece.
     with stage("texture"), stage.cpu.at_most(1):
