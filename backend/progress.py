@@ -3,7 +3,8 @@
 Every stage of the pipeline takes a ``progress(stage, fraction)`` callable and calls it
 at least once per step (diffusion step, optimisation step, view rendered). The server's
 implementation raises :class:`JobCancelled` from inside that call once the job has been
-cancelled, so work stops at the next step without any polling code in the stages.
+cancelled, so work stops at the next step without any polling code in the stages. A stage
+waiting on work it cannot count calls it with :data:`STILL_WORKING` meanwhile.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def way_scale(scales: dict[str, float], stage: str, way: Way = Way.BENCHMARK) ->
 
 
 ProgressFn = Callable[[str, float], None]
+#: The fraction a stage reports while it waits on work it cannot count (another process's):
+#: it is still at work and can be cancelled, and nothing moves on the bar.
+STILL_WORKING = -1.0
 #: ``plan(stage, seconds, way)``: a stage will take ``seconds`` at the benchmark's pace,
 #: run ``way``.
 PlanFn = Callable[[str, float, Way], None]

@@ -296,6 +296,33 @@ def test_the_mesh_job_starts_from_what_its_orbit_showed_the_object_to_cost(serve
     assert started_from == [worker._object_costs[orbit_id], 1.0]
 
 
+def test_a_wait_on_the_unwraps_helper_keeps_the_job_alive_and_sends_nothing(server, client_factory, reference_image, monkeypatch):
+    # The uv stage waits for the helper's unwrap saying only that it is still at work: the
+    # job stays cancellable and its last step fresh, and no event with a made-up fraction
+    # moves the bar.
+    from blend123.backend.progress import STILL_WORKING
+    from blend123.backend.reconstruction import pipeline
+
+    monkeypatch.setattr(pipeline, "UNWRAP_BESIDE_FACES", 0)  # the small test mesh too
+    one_cpu = pipeline.CpuShare
+    monkeypatch.setattr(pipeline, "CpuShare", lambda threads: one_cpu(1))  # the helper starts after the fit
+    client = client_factory(server.endpoint, timeout_s=60.0)
+    worker, calls = server.worker, []
+    progress_fn = worker._progress_fn
+
+    def recording(job, clock, shows_the_object=False):
+        report = progress_fn(job, clock, shows_the_object)
+        return lambda stage, fraction: calls.append((stage, fraction)) or report(stage, fraction)
+
+    worker._progress_fn = recording
+    orbit_id = client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))
+    list(client.events(orbit_id))
+    job_id = client.submit(Reconstruct(source_job=orbit_id, texture_size=64, max_faces=2000))
+    sent = [e for e in client.events(job_id) if isinstance(e, Progress)]
+    assert ("uv", STILL_WORKING) in calls  # it waited on the helper
+    assert all(0.0 <= e.fraction <= 1.0 for e in sent) and {e.fraction for e in sent if e.stage == "uv"} <= {0.0, 1.0}
+
+
 def _finished_clock(seconds_of, load: float = 1.0, plan: dict[str, tuple[float, Way]] | None = None, quiet: bool = True) -> StageClock:
     """A reconstruction's clock after every stage took ``seconds_of(stage)``; ``plan``: the
     stages planned, in benchmark seconds, and how they ran."""

@@ -20,6 +20,7 @@ from blend123.protocol.errors import Blend123Error, UNKNOWN_JOB, ProtocolError
 from blend123.protocol.messages import Mesh, Message
 
 from ..images import load_rgba
+from ..progress import STILL_WORKING
 from ..server.worker import _outcome_of
 from ..synthesis.registry import ResidentModel, free_accelerator_memory
 from ..tasks import TaskContext, run_task
@@ -114,6 +115,8 @@ def _stage_logger(name: str):
     last = {"stage": "", "step": -1}
 
     def progress(stage: str, fraction: float) -> None:
+        if fraction == STILL_WORKING:
+            return
         step = int(min(1.0, max(0.0, fraction)) * 4)
         if (stage, step) != (last["stage"], last["step"]):
             last["stage"], last["step"] = stage, step

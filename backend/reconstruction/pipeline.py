@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from ..cpu_share import CpuShare
-from ..progress import ONE_WORKER_SECONDS, STAGE_SECONDS, PlanFn, ProgressFn, Way, no_plan, no_progress, sub_progress, unwrap_seconds
+from ..progress import ONE_WORKER_SECONDS, STAGE_SECONDS, STILL_WORKING, PlanFn, ProgressFn, Way, no_plan, no_progress, sub_progress, unwrap_seconds
 from .carve import Silhouettes, carve
 from .export import export_glb
 from .light import SGLight, benchmark_view
@@ -355,7 +355,7 @@ def _refine_and_finish(
                 stage.cpu.count_as_own(beside.pid)
         try:
             # A small mesh unwraps faster than a helper starts: here, in one blocking call.
-            uv_mesh = beside.result(waiting=lambda: progress("uv", 0.0)) if beside is not None else unwrap(vertices, faces, *unwrap_args)
+            uv_mesh = beside.result(waiting=lambda: progress("uv", STILL_WORKING)) if beside is not None else unwrap(vertices, faces, *unwrap_args)
         finally:
             if beside is not None:
                 beside.close()

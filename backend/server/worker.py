@@ -27,7 +27,7 @@ from blend123.protocol.settings import is_quick_proxy
 from ..cpu_share import RecentLoad
 from ..device import loaded_torch
 from ..images import ImageError
-from ..progress import JobCancelled, StageClock, load_pace, quiet_machine
+from ..progress import STILL_WORKING, JobCancelled, StageClock, load_pace, quiet_machine
 from ..synthesis.registry import ResidentModel, free_accelerator_memory
 from ..tasks import TaskContext, run_task
 from .jobs import Job, JobQueue
@@ -200,6 +200,9 @@ class Worker(threading.Thread):
             if job.cancel_requested.is_set():
                 raise JobCancelled(job.id)
             now = time.monotonic()
+            if fraction == STILL_WORKING:  # a wait with no steps to count: alive, no news
+                job.last_step = now
+                return
             new_stage = stage != job.stage
             if new_stage:
                 job.stage, job.stage_started = stage, now
