@@ -34,7 +34,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from blend123.backend.progress import unwrap_seconds  # noqa: E402
-from blend123.backend.reconstruction.pipeline import UNWRAP_BESIDE_FACES  # noqa: E402
 from blend123.backend.server.stage_memory import StageMemory  # noqa: E402
 from blend123.backend.server.worker import PACE_FROM_WORK_S  # noqa: E402
 from blend123.protocol.job_progress import ChainProgress  # noqa: E402
@@ -63,7 +62,7 @@ def replay_run(memory: StageMemory, events: list[Event], faces: int = 0) -> tupl
         clock = memory.clock(kind, object_cost=object_cost)
         start = own[0][0] - _START_S
         for t, _, stage, fraction in own:
-            if faces >= UNWRAP_BESIDE_FACES and stage == "refine" and "uv" not in clock.planned:
+            if faces and stage == "refine" and "uv" not in clock.planned:
                 clock.plan("uv", unwrap_seconds(faces, beside=True))
             overall, eta = clock.update(stage, fraction, t - start)
             shown = clock.object_cost_shown() if job == 0 else None

@@ -303,7 +303,6 @@ def test_a_wait_on_the_unwraps_helper_keeps_the_job_alive_and_sends_nothing(serv
     from blend123.backend.progress import STILL_WORKING
     from blend123.backend.reconstruction import pipeline
 
-    monkeypatch.setattr(pipeline, "UNWRAP_BESIDE_FACES", 0)  # the small test mesh too
     one_cpu = pipeline.CpuShare
     monkeypatch.setattr(pipeline, "CpuShare", lambda threads: one_cpu(1))  # the helper starts after the fit
     client = client_factory(server.endpoint, timeout_s=60.0)

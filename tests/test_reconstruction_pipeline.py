@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from .recon_fixtures import FAST_OPTIONS, face_centroid_colours, reconstruction, scene
 
-from blend123.backend.progress import ONE_WORKER_SECONDS, STAGE_SECONDS, JobCancelled, Way, unwrap_seconds
+from blend123.backend.progress import ONE_WORKER_SECONDS, STAGE_SECONDS, STILL_WORKING, JobCancelled, Way, unwrap_seconds
 from benchmarks.quality import synthetic
 from benchmarks.quality.surface_metrics import bbox_diagonal, f_score, sample_surface
 from blend123.backend.reconstruction import pipeline
@@ -91,7 +91,8 @@ def test_progress_names_every_stage_in_order():
     stages = [s for s, _ in calls]
     assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == list(STAGES)
     for name in STAGES:
-        fractions = [f for s, f in calls if s == name]
+        # A wait on another process's work (the unwrap's helper) says only that it goes on.
+        fractions = [f for s, f in calls if s == name and f != STILL_WORKING]
         assert fractions[0] == 0.0 and fractions[-1] == 1.0
         assert fractions == sorted(fractions)
     n_views = len(scene().images)

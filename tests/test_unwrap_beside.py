@@ -168,7 +168,6 @@ def test_a_reconstruction_cancelled_during_the_fit_leaves_no_helper(monkeypatch)
 
     from .recon_fixtures import LIT_OPTIONS, lit_scene
 
-    monkeypatch.setattr(pipeline, "UNWRAP_BESIDE_FACES", 0)  # the small test mesh too
     helpers: list[int] = []
 
     def progress(stage: str, fraction: float) -> None:
@@ -195,17 +194,19 @@ def test_texels_laid_out_by_the_helper_make_the_same_texture(monkeypatch):
     from .recon_fixtures import LIT_OPTIONS, lit_scene
 
     s = lit_scene()
-    options = dataclasses.replace(LIT_OPTIONS, threads=2)  # two CPUs: the unwrap may go beside the fit
     laid_out: list[bool] = []
     real_ends = pipeline._texture_ends
     monkeypatch.setattr(pipeline, "_texture_ends", lambda texels_here, workers: laid_out.append(texels_here) or real_ends(texels_here, workers))
-    monkeypatch.setattr(pipeline, "UNWRAP_BESIDE_FACES", 10**9)
-    here = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options)
-    monkeypatch.setattr(pipeline, "UNWRAP_BESIDE_FACES", 0)
-    beside = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, options)
+    # One CPU: the unwrap after the fit, the bake laying out its texels; two: beside the fit,
+    # the helper laying them out too.
+    here = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, dataclasses.replace(LIT_OPTIONS, threads=1))
+    beside = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, dataclasses.replace(LIT_OPTIONS, threads=2))
     assert laid_out == [True, False]  # in the stage, then by the helper
     np.testing.assert_array_equal(here.uvs, beside.uvs)
-    np.testing.assert_array_equal(here.texture, beside.texture)
+    # The same texture but for the last bit of a few texels: the two bakes split the
+    # views' float sums across one thread and two.
+    differ = np.abs(here.texture.astype(int) - beside.texture)
+    assert differ.max() <= 1 and (differ > 0).mean() < 0.05, (differ.max(), (differ > 0).mean())
 
 
 def test_the_unwrap_after_the_fit_runs_in_a_helper_too_and_a_cancel_stops_it(monkeypatch):
@@ -222,7 +223,6 @@ def test_the_unwrap_after_the_fit_runs_in_a_helper_too_and_a_cancel_stops_it(mon
 
     from .recon_fixtures import LIT_OPTIONS, lit_scene
 
-    monkeypatch.setattr(pipeline, "UNWRAP_BESIDE_FACES", 0)  # the small test mesh too
     helpers: list[int] = []
     seen: list[str] = []
 

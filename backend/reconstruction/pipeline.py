@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from .sds import SDSGuide
 from .texels import texel_surface
 from .texture import bake, fill_texture, register_views
 from .transforms import load_transforms, load_transforms_camera
-from .uv import UnwrapBeside, start_helper, stop_helper, unwrap
+from .uv import UnwrapBeside, start_helper, stop_helper
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,6 @@ _REGISTERED_CARVE_SHARES = (0.1, 0.4, 0.55, 0.6)
 #: noise and leftover drift pass for empty space more often, and the default (0.5) carved
 #: pits into a checkered box seen in RGB-on-white views with drift (1.0 did not).
 _DRIFTED_SURFACE_WEIGHT = 1.0
-#: Meshes smaller than this unwrap faster than a helper process starts.
-UNWRAP_BESIDE_FACES = 20_000
 
 
 @dataclass
@@ -248,11 +247,13 @@ def _reconstruct(
                 workers=workers,
             ).grid
 
-    # The light fit moves no vertex unless it fits offsets: then the UVs, and the texels
-    # they lay out, can be made beside it, in a helper process on the core the one-thread
-    # fit leaves free (not the texels of a painted albedo: they need the fit's colours).
-    # The helper starts with the mesh stage, on the core that stage leaves free.
-    helper = start_helper() if options.refine_offsets == 0 and stage.cpu.threads >= 2 else None
+    # Every unwrap runs in a helper process: xatlas holds the GIL (the server's thread would
+    # answer no ping meanwhile) and crashes the process on some meshes, which must not be
+    # the backend's. The light fit moves no vertex unless it fits offsets: then the UVs,
+    # and the texels they lay out, can be made beside it, on the core the one-thread fit
+    # leaves free (not the texels of a painted albedo: they need the fit's colours). With a
+    # second core the helper starts with the mesh stage, beside it.
+    helper = start_helper() if stage.cpu.threads >= 2 else None
     beside = None
     try:
         if helper is not None:  # its core is this job's, not taken by another program
@@ -267,15 +268,13 @@ def _reconstruct(
             vertices, faces = largest_component(*drop_coincident_faces(vertices, faces), _KEEP_PART_FRACTION)
 
         unwrap_args = (options.texture_size, options.uv_padding, options.max_chart_area_fraction)
-        if options.refine_offsets == 0 and stage.cpu.threads >= 2 and len(faces) >= UNWRAP_BESIDE_FACES:
+        if options.refine_offsets == 0 and stage.cpu.threads >= 2:
             normals = vertex_normals(vertices, faces) if guide is None else None
             beside, helper = UnwrapBeside(vertices, faces, *unwrap_args, normals=normals, helper=helper), None
             if beside.pid is not None:  # the one started ahead, or another if that one died
                 stage.cpu.count_as_own(beside.pid)
-        stop_helper(helper)  # not wanted after all: a small mesh, or the second CPU was taken
-        helper = None
         stage.plan("uv", unwrap_seconds(len(faces), beside=beside is not None), Way.BENCHMARK if beside is not None else Way.AFTER_THE_FIT)
-        return _refine_and_finish(images, c2w, camera_angle_x, options, stage, guide, vertices, faces, beside, unwrap_args)
+        return _refine_and_finish(images, c2w, camera_angle_x, options, stage, guide, vertices, faces, beside, unwrap_args, helper)
     finally:
         stop_helper(helper)
         if beside is not None:
@@ -310,7 +309,10 @@ def _refine_and_finish(
     faces: np.ndarray,
     beside: UnwrapBeside | None,
     unwrap_args: tuple,
+    ahead: subprocess.Popen | None = None,
 ) -> ReconstructionResult:
+    """The stages after the mesh; ``beside``: its unwrap, made beside the fit, else made
+    after it, in ``ahead`` (a helper started ahead) or one started then."""
     progress = stage.progress
     light: SGLight | None = None
     fit = None
@@ -346,19 +348,14 @@ def _refine_and_finish(
                 light = fit.light if options.light_model else None
 
     with stage("uv"):
-        if beside is None and len(faces) >= UNWRAP_BESIDE_FACES:
-            # Not made beside the fit (no second CPU, or the fit moved the vertices): made now
-            # in a helper all the same, so that xatlas holds no GIL of this process (the
-            # server's thread goes on answering pings) and a cancel stops it at once.
-            beside = UnwrapBeside(vertices, faces, *unwrap_args)
+        if beside is None:  # no second CPU, or the fit moved the vertices: made now
+            beside = UnwrapBeside(vertices, faces, *unwrap_args, helper=ahead)
             if beside.pid is not None:
                 stage.cpu.count_as_own(beside.pid)
         try:
-            # A small mesh unwraps faster than a helper starts: here, in one blocking call.
-            uv_mesh = beside.result(waiting=lambda: progress("uv", STILL_WORKING)) if beside is not None else unwrap(vertices, faces, *unwrap_args)
+            uv_mesh = beside.result(waiting=lambda: progress("uv", STILL_WORKING))  # a cancel stops it at once
         finally:
-            if beside is not None:
-                beside.close()
+            beside.close()
 
     # The bake's threads take a view or a chunk of texels each, torch's one thread apiece.
     with stage("texture"), stage.cpu.at_most(1):
