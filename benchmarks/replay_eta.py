@@ -24,6 +24,7 @@ alone, as a ``serve`` backend's do once it has imported torch.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import statistics
 import sys
@@ -158,13 +159,13 @@ def recorded(report: dict, objects: set[str] | None = None) -> dict[str, list[Re
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path, nargs="+", help="bench_busy.py or bench_eta.py JSON reports")
+    parser.add_argument("results", type=Path, nargs="+", help="bench_busy.py or bench_eta.py JSON reports (.json.gz too)")
     parser.add_argument("--objects", default="", help="only these objects (comma-separated names as the report has them)")
     parser.add_argument("--floor", action="store_true", help="beside each run, the noise floor: the error of a bar that knew "
                         "the object's stage seconds from its other runs in these reports (their medians)")
     args = parser.parse_args(argv)
     objects = {name.strip() for name in args.objects.split(",") if name.strip()} or None
-    reports = {path: json.loads(path.read_text()) for path in args.results}
+    reports = {path: _report(path) for path in args.results}
     pool = [run for report in reports.values() for runs in recorded(report, objects).values() for run in runs]
     totals: dict[str, list[float]] = {"estimator": [], "floor": []}
     for path, report in reports.items():
@@ -184,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Runs with a floor ({len(totals['floor'])}): estimator {_summary(totals['estimator'])}; "
               f"noise floor {_summary(totals['floor'])}")
     return 0
+
+
+def _report(path: Path) -> dict:
+    """A report as ``bench_busy.py`` or ``bench_eta.py`` wrote it, or gzipped (``benchmarks/recorded``)."""
+    if path.suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as text:
+            return json.load(text)
+    return json.loads(path.read_text())
 
 
 def _summary(worst: list[float]) -> str:
