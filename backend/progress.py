@@ -134,6 +134,11 @@ OBJECT_COST_BOUNDS = (0.25, 4.0)
 #: The part of the views done before they tell what the object costs (the proxy renders
 #: one view per step, each of the same shell).
 _OBJECT_COST_FROM = 0.25
+#: A quick-proxy orbit's views beside another busy thread of the backend's process (the
+#: start-up's import of torch, in a command's own backend) take 1.7-4x their time alone,
+#: waiting for the GIL, but their own thread's CPU time only 1.06-1.31x (six objects,
+#: median 1.16: memory and caches shared): what the object costs, from that CPU time.
+_OWN_CPU_BESIDE = 1.16
 
 
 def object_scale(stage: str, object_cost: float) -> float:
@@ -259,6 +264,10 @@ class StageClock:
         self._stage_started = 0.0
         self._overall = 0.0
         self._latest = (0.0, 0.0)  # the running stage's fraction, and the job's elapsed seconds
+        # The job's thread's CPU seconds (< 0: not told) at the running stage's start and
+        # latest, and each ended stage's: what the object costs where the wall clock cannot say.
+        self._stage_cpu_started = self._latest_cpu = -1.0
+        self.stage_cpu: dict[str, float] = {}
 
     def _weight(self, stage: str) -> float:
         return self.weights.get(stage, 1.0)
@@ -270,24 +279,39 @@ class StageClock:
         self.ways[stage] = way
         self.weights[stage] = self.planned[stage] * way_scale(self.scales, stage, way) * object_scale(stage, self.object_cost)
 
-    def object_cost_shown(self, stage: str = "views") -> float | None:
+    def object_cost_shown(self, stage: str = "views", own_cpu: bool = False, pace: float | None = None) -> float | None:
         """What the object costs against the benchmark's, as ``stage`` shows it: its seconds
         over its weight at the pace expected (of the machine, under its load), so far once
-        a quarter of it is done; None before, or when it did not run."""
-        if stage in self.stage_seconds:
-            seconds, fraction = self.stage_seconds[stage], 1.0
-        elif 0 <= self._current < len(self.stages) and self.stages[self._current] == stage:
+        a quarter of it is done; None before, or when it did not run.
+
+        ``own_cpu``: from the job's thread's CPU seconds instead (told to :meth:`update`),
+        for a stage that ran on that thread beside another busy one of the process, over its
+        weight at the machine's unloaded ``pace`` (default: the expected pace without the load)."""
+        running = 0 <= self._current < len(self.stages) and self.stages[self._current] == stage
+        if stage in (self.stage_cpu if own_cpu else self.stage_seconds):
+            seconds, fraction = (self.stage_cpu if own_cpu else self.stage_seconds)[stage], 1.0
+        elif running and (not own_cpu or min(self._stage_cpu_started, self._latest_cpu) >= 0):
             fraction, elapsed_s = self._latest
-            seconds = elapsed_s - self._stage_started
+            seconds = self._latest_cpu - self._stage_cpu_started if own_cpu else elapsed_s - self._stage_started
             if fraction < _OBJECT_COST_FROM:
                 return None
         else:
             return None
-        expected = self._weight(stage) * fraction * self.prior_pace
+        if own_cpu:
+            seconds /= _OWN_CPU_BESIDE
+        base = (pace if pace else self.prior_pace / self.load) if own_cpu else self.prior_pace
+        expected = self._weight(stage) * fraction * base
         if seconds <= 0 or expected <= 0:
             return None
         low, high = OBJECT_COST_BOUNDS
         return min(max(seconds / expected, low), high)
+
+    def _end_stage(self, elapsed_s: float, cpu_s: float) -> None:
+        """The running stage ended ``elapsed_s`` into the job, ``cpu_s`` of its thread's CPU."""
+        stage = self.stages[self._current]
+        self.stage_seconds[stage] = max(0.0, elapsed_s - self._stage_started)
+        if cpu_s >= 0 and self._stage_cpu_started >= 0:
+            self.stage_cpu[stage] = max(0.0, cpu_s - self._stage_cpu_started)
 
     def _fixed_pace(self, pace: float) -> float:
         """The pace of a fixed-cost stage: half way (in log space) from the expected to ``pace``."""
@@ -306,13 +330,16 @@ class StageClock:
         left = self._unwrap_left(self.stage_seconds["refine"], fixed_pace)
         self.weights["uv"] = max(_HAND_OVER_S, left / fixed_pace)
 
-    def finish(self, elapsed_s: float) -> None:
-        """The job ended ``elapsed_s`` after it started: the running stage's time is known."""
+    def finish(self, elapsed_s: float, cpu_s: float = -1.0) -> None:
+        """The job ended ``elapsed_s`` after it started (``cpu_s``: its thread's CPU seconds
+        then, where told): the running stage's time is known."""
         if 0 <= self._current < len(self.stages):
-            self.stage_seconds[self.stages[self._current]] = max(0.0, elapsed_s - self._stage_started)
+            self._end_stage(elapsed_s, cpu_s)
 
-    def update(self, stage: str, fraction: float, elapsed_s: float) -> tuple[float, float]:
-        """(fraction of the whole job done, seconds left; < 0 while unknown)."""
+    def update(self, stage: str, fraction: float, elapsed_s: float, cpu_s: float = -1.0) -> tuple[float, float]:
+        """(fraction of the whole job done, seconds left; < 0 while unknown). ``cpu_s``: the
+        job's thread's CPU seconds (``time.thread_time()``, < 0: not told), for
+        :meth:`object_cost_shown` ``own_cpu``."""
         if stage not in self.stages:  # a stage the plan did not know: it runs now
             self.stages.insert(self._current + 1, stage)
         at = self.stages.index(stage)
@@ -321,13 +348,13 @@ class StageClock:
             at = self._current + 1
         if at > self._current:
             if self._current >= 0:
-                self.stage_seconds[self.stages[self._current]] = max(0.0, elapsed_s - self._stage_started)
+                self._end_stage(elapsed_s, cpu_s)
                 if stage == "uv" and self.stages[self._current] == "refine" and self._unwrap_beside():
                     self._wait_for_the_unwrap()
-            self._stage_started = elapsed_s
+            self._stage_started, self._stage_cpu_started = elapsed_s, cpu_s
         self._current = max(self._current, at)
         fraction = min(1.0, max(0.0, fraction))
-        self._latest = (fraction, elapsed_s)
+        self._latest, self._latest_cpu = (fraction, elapsed_s), cpu_s
         before = sum(self._weight(s) for s in self.stages[: self._current])
         weight = self._weight(stage)
         done = before + weight * fraction

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from blend123.backend.device import describe_device
-from blend123.backend.progress import FIXED_COST_STAGES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, load_pace, quiet_machine, unwrap_seconds, way_scale
+from blend123.backend.progress import _OWN_CPU_BESIDE, FIXED_COST_STAGES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, load_pace, quiet_machine, unwrap_seconds, way_scale
 from blend123.backend.server.stage_memory import _LEARN_RATE, _LEARN_RATE_SHOWN, StageMemory, _toward
 from blend123.protocol.job_progress import ChainProgress, orbit_share
 from blend123.protocol.messages import Orbit, Progress, Reconstruct
@@ -262,38 +262,50 @@ def test_the_mesh_job_starts_from_what_its_orbit_showed_the_object_to_cost(serve
     import threading
 
     client = client_factory(server.endpoint, timeout_s=60.0)
-    worker = server.worker
+    worker, memory = server.worker, server.worker.stage_memory
     server._warm_up.join(timeout=60)
 
-    def orbit() -> tuple[str, list[Progress]]:
+    def orbit() -> tuple[str, list[float]]:
         job_id = client.submit(Orbit(reference_image, [10.0], views=6, settings=FAST))
-        return job_id, [e for e in client.events(job_id) if isinstance(e, Progress)]
+        progress = [e for e in client.events(job_id) if isinstance(e, Progress)]
+        assert all(p.object_cost < 0 for p in progress if p.stage != "views" or p.fraction < 0.25)
+        return job_id, [p.object_cost for p in progress if p.object_cost > 0]
 
-    # Beside the start-up's import of torch the views run slower than the object makes them.
-    importing = threading.Thread(target=threading.Event().wait, args=(30,), daemon=True)
+    # Beside the start-up's import of torch (a busy thread of the process) the views take
+    # longer than the object makes them: their own thread's CPU time tells the cost, once
+    # the machine's pace is known, and nothing does before.
+    stop = threading.Event()
+    importing = threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)], daemon=True)
     importing.start()
     worker.beside = importing
-    beside_id, progress = orbit()
-    assert all(p.object_cost < 0 for p in progress)
+    known = (memory.timed, memory.probed)
+    memory.timed = memory.probed = False
+    unknown_id, shown = orbit()
+    assert not shown and unknown_id not in worker._object_costs
+    memory.probed = True
+    beside_id, beside = orbit()
+    stop.set()
+    importing.join()
+    memory.timed, memory.probed = known
     worker.beside = None
-    orbit_id, progress = orbit()
-    shown = [p.object_cost for p in progress if p.object_cost > 0]
-    assert shown and all(0.25 <= cost <= 4.0 for cost in shown)
-    assert all(p.object_cost < 0 for p in progress if p.stage != "views" or p.fraction < 0.25)
-    assert set(worker._object_costs) == {orbit_id}
+    orbit_id, alone = orbit()
+    assert alone and beside and all(0.25 <= cost <= 4.0 for cost in alone + beside)
+    # The same object alone and beside the busy thread: about the same cost.
+    assert 0.5 < worker._object_costs[beside_id] / worker._object_costs[orbit_id] < 2.0, worker._object_costs
+    assert set(worker._object_costs) == {beside_id, orbit_id}
 
     # Each mesh job's clock starts from its own orbit's cost; 1 where none was shown.
     started_from = []
-    memory, clock_of = worker.stage_memory, worker.stage_memory.clock
+    clock_of = memory.clock
 
     def clock(kind, load=1.0, quiet=True, object_cost=1.0):
         started_from.append(object_cost)
         return clock_of(kind, load, quiet, object_cost)
 
     memory.clock = clock
-    for source in (orbit_id, beside_id):
+    for source in (orbit_id, beside_id, unknown_id):
         list(client.events(client.submit(Reconstruct(source_job=source, texture_size=64, max_faces=2000))))
-    assert started_from == [worker._object_costs[orbit_id], 1.0]
+    assert started_from == [worker._object_costs[orbit_id], worker._object_costs[beside_id], 1.0]
 
 
 def test_a_wait_on_the_unwraps_helper_keeps_the_job_alive_and_sends_nothing(server, client_factory, reference_image, monkeypatch):
@@ -505,6 +517,20 @@ def test_an_orbit_shows_what_its_object_costs_and_the_mesh_job_counts_it():
     stalled.update("views", 0.0, 0.0)
     stalled.update("views", 1.0, 100.0)
     assert stalled.object_cost_shown() == 4.0  # bounded: a stall is no object
+
+    # Beside a busy thread of the process the views waited for the GIL (twice as long by the
+    # wall clock); their own thread's CPU time, over what it takes beside one, at the
+    # machine's unloaded pace, tells the cost. Untold, it tells nothing.
+    beside = StageClock("orbit", prior_pace=0.8 * 1.5, load=1.5)
+    beside.update("views", 0.0, 0.0, cpu_s=3.0)
+    cpu = 2.0 * 0.8 * STAGE_SECONDS["views"] * _OWN_CPU_BESIDE  # a cost of 2
+    beside.update("views", 0.5, 2 * 0.5 * cpu, cpu_s=3.0 + 0.5 * cpu)
+    assert beside.object_cost_shown(own_cpu=True) == pytest.approx(2.0)
+    assert beside.object_cost_shown(own_cpu=True, pace=1.6) == pytest.approx(1.0)  # a slower machine than expected
+    assert beside.object_cost_shown() == pytest.approx(2 * 2.0 * _OWN_CPU_BESIDE / 1.5)  # the wall clock's
+    beside.finish(2 * cpu, cpu_s=3.0 + cpu)
+    assert beside.object_cost_shown(own_cpu=True) == pytest.approx(2.0)
+    assert orbit.object_cost_shown(own_cpu=True) is None
 
     plain, costly = StageClock("reconstruct", prior_pace=0.8), StageClock("reconstruct", prior_pace=0.8, object_cost=2.0)
     (_, plain_eta), (_, costly_eta) = plain.update("carve", 0.0, 0.01), costly.update("carve", 0.0, 0.01)

@@ -10,6 +10,7 @@ starts a new one (:meth:`Server._supervise`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -151,12 +152,15 @@ class Worker(threading.Thread):
         memory = self.stage_memory
         source = job.request.source_job if isinstance(job.request, Reconstruct) else ""
         clock = memory.clock(job.kind, load_pace(free, cpus), quiet_machine(free, cpus), self._object_costs.get(source, 1.0))
-        # Only an orbit that ran as the benchmark's did and alone shows the object's cost.
-        shows_the_object = alone and isinstance(job.request, Orbit) and _weighed_by_the_benchmark(job.request)
+        # Only an orbit that ran as the benchmark's did shows the object's cost: by the wall
+        # clock alone; beside the start-up's imports (a command's own backend) by its own
+        # thread's CPU time, once the machine's pace is known (timed, or probed).
+        shows_the_object = isinstance(job.request, Orbit) and _weighed_by_the_benchmark(job.request) and (alone or memory.timed or memory.probed)
+        cost_of = functools.partial(clock.object_cost_shown, own_cpu=True, pace=memory.pace) if not alone else clock.object_cost_shown
         ctx = TaskContext(
             job_id=job.id,
             folder=self.store.folder(job.id),
-            progress=self._progress_fn(job, clock, shows_the_object),
+            progress=self._progress_fn(job, clock, cost_of if shows_the_object else None),
             plan=clock.plan,
             emit=lambda msg: self.emit(job, msg),
             models=self.models,
@@ -168,11 +172,11 @@ class Worker(threading.Thread):
         try:
             run_task(job.request, ctx)
             outcome = Outcome(JobPhase.DONE)
+            clock.finish(time.time() - job.started, time.thread_time())
             if alone and clock.worked_s >= PACE_FROM_WORK_S and _weighed_by_the_benchmark(job.request):
-                clock.finish(time.time() - job.started)
                 memory.learn(clock)  # how fast this machine went, and where its time went
                 memory.save()
-            cost = clock.object_cost_shown() if shows_the_object else None
+            cost = cost_of() if shows_the_object else None
             if cost is not None:
                 self._remember_object_cost(job.id, cost)
         except JobCancelled:
@@ -192,7 +196,9 @@ class Worker(threading.Thread):
         while len(self._object_costs) > _OBJECT_COSTS_KEPT:
             del self._object_costs[next(iter(self._object_costs))]  # the oldest
 
-    def _progress_fn(self, job: Job, clock: StageClock, shows_the_object: bool = False):
+    def _progress_fn(self, job: Job, clock: StageClock, cost_of: Callable[[], float | None] | None = None):
+        """The job's ``progress``: cancel, clock, events. ``cost_of``: what the object costs
+        as the job shows it so far, for an orbit that shows it (else None)."""
         min_interval = 1.0 / self.progress_rate_hz
         last_sent = [0.0]
 
@@ -211,8 +217,8 @@ class Worker(threading.Thread):
             if new_stage or now - last_sent[0] >= min_interval or fraction >= 1.0:
                 last_sent[0] = now
                 elapsed = time.time() - job.started
-                overall, eta = clock.update(stage, float(fraction), elapsed)
-                cost = clock.object_cost_shown() if shows_the_object else None
+                overall, eta = clock.update(stage, float(fraction), elapsed, time.thread_time())
+                cost = cost_of() if cost_of else None
                 self.emit(job, Progress(job.id, stage, float(fraction), eta, elapsed, overall=overall, object_cost=cost or -1.0))
 
         return progress
