@@ -54,7 +54,36 @@ class _Work:
 
 def probe_seconds(repeats: int = _REPEATS) -> float:
     """The fastest of ``repeats`` runs of the probe's work, in seconds."""
-    work = _Work()
+    return _fastest(_Work(), repeats)
+
+
+#: The numpy part's seconds (:class:`_QuickWork`, fastest repeat) at the same pace: 0.775
+#: of the whole probe's on the 2-core CPU (eight readings of each, alternated: 0.70-0.93).
+QUICK_REFERENCE_S = 0.775 * REFERENCE_S
+
+
+class _QuickWork:
+    """A numpy-only piece of the same kinds of work (a sort of distances, a gather, 24
+    lobes over the normals): readable before torch is imported, so that a backend's first
+    job, which runs beside that import, starts from this machine's pace rather than the
+    benchmark machine's (a host at 0.69 of it drew a first bar 45% too long). A provisional
+    reading: the whole probe replaces it once torch is in."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.points = rng.random((8192, 3))
+        self.image = rng.random((64, 64, 3)).astype(np.float32)
+        self.at = rng.integers(0, 64, (4096, 2))
+        self.normals = rng.normal(size=(1024, 3))
+        self.axes = rng.normal(size=(24, 3))
+
+    def __call__(self) -> None:
+        np.linalg.norm(self.points - self.points.mean(axis=0), axis=1).argsort()
+        self.image[self.at[:, 0], self.at[:, 1]].sum(axis=0)
+        np.exp(4.0 * (self.normals @ self.axes.T - 1.0)).sum(axis=1)
+
+
+def _fastest(work, repeats: int) -> float:
     work()  # the first run pays for lazy set-up
     fastest = float("inf")
     for _ in range(repeats):
@@ -62,6 +91,13 @@ def probe_seconds(repeats: int = _REPEATS) -> float:
         work()
         fastest = min(fastest, time.perf_counter() - start)
     return fastest
+
+
+def quick_pace(repeats: int = _REPEATS) -> float | None:
+    """This machine's pace from the numpy-only work (no torch needed; 25 ms); None as
+    :func:`probe_pace`. Less sure than :func:`probe_pace`: a first estimate until it runs."""
+    pace = _fastest(_QuickWork(), repeats) / QUICK_REFERENCE_S
+    return pace if _BOUNDS[0] <= pace <= _BOUNDS[1] else None
 
 
 def probe_pace(repeats: int = _REPEATS) -> float | None:

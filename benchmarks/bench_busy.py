@@ -84,15 +84,17 @@ def eta_error(said: float, left: float, rounding: float = 0.0) -> float:
 _BAR = re.compile(r"(\d+)% [^\r\n]*?(\d+) s left")
 
 
-def convert_seconds(image: Path, folder: Path) -> dict:
+def convert_seconds(image: Path, folder: Path, env: dict[str, str] | None = None) -> dict:
     """``blend123 convert`` end to end, as ``make demo`` runs it, its progress bar read off
-    stderr as it is drawn: seconds, seconds stolen, and the bar's ETA error after 10%."""
+    stderr as it is drawn: seconds, seconds stolen, and the bar's ETA error after 10%.
+    ``env``: the command's environment (default: this process's)."""
     stolen = _stolen_seconds()
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "blend123.backend.cli", "convert", str(image), "-o", str(folder / "demo.glb")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        env=env,
     )
     drawn: list[tuple[float, str]] = []  # (time, what the bar drew)
     while chunk := os.read(proc.stderr.fileno(), 1 << 16):

@@ -17,7 +17,12 @@ stages' median seconds over the fresh runs divided by the speed probe's reading:
 weights ``STAGE_SECONDS`` would have from this machine. Writes JSON (every progress event
 kept) to ``--out``; ``replay_eta.py`` replays it through a changed estimator.
 
-    python benchmarks/bench_eta.py [--objects seen|unseen|all|NAMES] [--repeat 1] [--out benchmarks/results/eta.json]
+``--via convert`` runs ``blend123 convert`` instead, as a headless user or ``make demo``
+does: its own backend in the process, its orbit beside the start-up's import of torch,
+and the bar it draws read off its stderr (``fresh``: a cache folder of its own, no
+timings kept; ``in turn``: one shared). No events are kept of those.
+
+    python benchmarks/bench_eta.py [--objects seen|unseen|all|NAMES] [--repeat 1] [--via serve|convert] [--out benchmarks/results/eta.json]
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_busy import serve, staged_run  # noqa: E402
+from benchmarks.bench_busy import convert_seconds, serve, staged_run  # noqa: E402
 from benchmarks.quality import render, scenes  # noqa: E402
 from blend123.backend.images import load_rgba  # noqa: E402
 from blend123.backend.progress import JOB_STAGES  # noqa: E402
@@ -69,11 +74,20 @@ def stage_weights(runs: list[dict], probe: float) -> dict[str, float]:
     return {stage: statistics.median(run["stages"].get(stage, 0.0) for run in runs) / probe for stage in stages}
 
 
+def _convert_run(image: Path, cache: Path) -> dict:
+    """``blend123 convert`` of ``image`` with ``cache`` for its cache folder (where its jobs
+    folder, and the machine's timings, are kept), as :func:`bench_busy.staged_run` reports."""
+    with tempfile.TemporaryDirectory() as out:
+        run = convert_seconds(image, Path(out), env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    return {"total_s": run.pop("seconds"), "eta_worst_error_by_stage": {}, **run}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--objects", default="all", help="examples, seen, unseen, all, or comma-separated quality-set names")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of each order")
     parser.add_argument("--orders", default=",".join(ORDERS), help="fresh, in turn, or both (comma-separated)")
+    parser.add_argument("--via", choices=("serve", "convert"), default="serve", help="through a `serve` backend (the panel's way) or `blend123 convert`")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     orders = [order.strip() for order in args.orders.split(",") if order.strip()]
@@ -88,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "eta",
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "speed_probe": {"pace": probe},
+        "via": args.via,
         "runs": [],
     }
     print(f"speed probe: pace {probe:.2f}; {len(images)} objects: {', '.join(images)}", flush=True)
@@ -95,11 +110,14 @@ def main(argv: list[str] | None = None) -> dict:
         for order in orders:
             with tempfile.TemporaryDirectory() as shared:
                 for name, path in images.items():
-                    image = load_rgba(path)
                     with tempfile.TemporaryDirectory() as own:
-                        # A fresh backend each time: the proxy caches the shell it builds.
-                        with serve(Path(shared if order == "in turn" else own)) as client:
-                            run = staged_run(client, image)
+                        folder = Path(shared if order == "in turn" else own)
+                        if args.via == "convert":
+                            run = _convert_run(path, folder)
+                        else:
+                            # A fresh backend each time: the proxy caches the shell it builds.
+                            with serve(folder) as client:
+                                run = staged_run(client, load_rgba(path))
                     worst = max(run["eta_worst_error_by_stage"].items(), key=lambda item: item[1], default=("", 0.0))
                     report["runs"].append({"object": name, "order": order, "round": round_, "worst_stage": worst[0], **run})
                     print(f"{order:7s} {name:15s} {run['total_s']:5.1f} s (host stole {run['stolen_s']:.1f} s): ETA error after 10% "
@@ -109,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     for order in orders:
         errors = [run["eta_max_error_after_10pct"] for run in report["runs"] if run["order"] == order]
         print(f"{order}: {summary(errors)}")
-    fresh = [run for run in report["runs"] if run["order"] == "fresh"]
+    fresh = [run for run in report["runs"] if run["order"] == "fresh" and "stages" in run]
     if fresh:
         report["stage_weights"] = stage_weights(fresh, probe)
         print("stage seconds per second of the probe's pace (medians of the fresh runs): "

@@ -150,7 +150,7 @@ def recorded(report: dict, objects: set[str] | None = None) -> dict[str, list[Re
     if report.get("benchmark") == "eta":
         orders: dict[str, list[Recorded]] = {}
         for run in report["runs"]:
-            if objects is None or run["object"] in objects:
+            if "events" in run and (objects is None or run["object"] in objects):  # ``--via convert`` keeps none
                 orders.setdefault(run["order"], []).append((run["object"], run["events"], run.get("faces", 0)))
         return orders
     quiet = report.get("runs", {}).get("quiet")

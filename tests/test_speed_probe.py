@@ -17,7 +17,7 @@ from blend123.backend.server import app
 from blend123.backend.server.app import Server
 from blend123.backend.server.config import ServerConfig
 from blend123.backend.server.stage_memory import StageMemory
-from blend123.backend.speed_probe import REFERENCE_S, probe_pace, probe_seconds
+from blend123.backend.speed_probe import REFERENCE_S, probe_pace, probe_seconds, quick_pace
 
 from blend123.protocol.messages import Orbit, Progress
 
@@ -105,3 +105,34 @@ def test_the_server_probes_once_and_never_over_a_timing(tmp_path, monkeypatch, c
     server = Server(ServerConfig(jobs_dir=tmp_path / "broken"))
     server.probe_speed()
     assert server.stage_memory.pace == 1.0 and "speed probe failed" in caplog.text
+
+
+def test_the_quick_probe_reads_the_machine_before_torch_and_the_whole_probe_replaces_it(tmp_path, monkeypatch):
+    # Before torch is in (a command's own backend runs its first job beside that import),
+    # numpy alone reads the machine: about what the whole probe reads.
+    code = "import sys; from blend123.backend.speed_probe import quick_pace; print(quick_pace()); print('torch' in sys.modules)"
+    said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert said[1] == "False"
+    quick = float(said[0])
+    assert 0.5 < quick / probe_pace() < 2.0
+    server = Server(ServerConfig(jobs_dir=tmp_path / "cpu"))
+    server._quick_probe()
+    memory = server.stage_memory
+    assert memory.probed and not memory.timed and memory.pace != 1.0 and 0.5 < memory.pace / quick < 2.0
+    # The whole probe, once torch is in, replaces it on a CPU ...
+    monkeypatch.setattr(app, "describe_device", lambda: type("Cpu", (), {"kind": "cpu"})())
+    monkeypatch.setattr(app, "probe_pace", lambda: 0.42)
+    server.probe_speed()
+    assert memory.pace == 0.42
+    # ... and on a GPU, where the jobs run elsewhere, the CPU's reading is set aside.
+    gpu = Server(ServerConfig(jobs_dir=tmp_path / "gpu"))
+    gpu._quick_probe()
+    monkeypatch.setattr(app, "describe_device", lambda: type("Gpu", (), {"kind": "cuda"})())
+    gpu.probe_speed()
+    assert gpu.stage_memory.pace == 1.0 and not gpu.stage_memory.probed
+    # A machine a job has timed keeps that timing.
+    timed = StageMemory(pace=1.3, path=tmp_path / "timed" / "stage_seconds.json")
+    timed.save()
+    server = Server(ServerConfig(jobs_dir=tmp_path / "timed", stage_memory_file=timed.path))
+    server._quick_probe()
+    assert server.stage_memory.pace == pytest.approx(1.3)

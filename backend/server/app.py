@@ -53,7 +53,7 @@ from blend123.protocol.version import PROTOCOL_VERSION, __version__
 
 from ..cpu_share import RecentLoad, second_cpu_free
 from ..device import describe_device
-from ..speed_probe import probe_pace
+from ..speed_probe import probe_pace, quick_pace
 from ..synthesis.registry import ResidentModel, check_model, model_infos
 from ..tasks import warm_up as warm_up_imports
 from .config import ServerConfig
@@ -159,6 +159,7 @@ class Server:
         # torch and the reconstruction load beside the first job rather than before it: a
         # quick-proxy orbit needs neither, and hello (or the first reconstruction) waits
         # only for what is left of the import.
+        self._quick_probe()
         warm_up = self._warm_up = threading.Thread(target=self._prepare, name="blend123-warm-up", daemon=True)
         warm_up.start()
         self._start_worker()
@@ -232,9 +233,20 @@ class Server:
         warm_up_imports()
         self.probe_speed()
 
+    def _quick_probe(self) -> None:
+        """Before the imports, on a machine no job has timed: the numpy-only probe's pace
+        (25 ms), for the first job, which runs beside the import of torch."""
+        if self.stage_memory.timed:
+            return
+        try:
+            self.stage_memory.start_from(quick_pace())
+        except Exception as exc:  # an estimate is not worth a backend
+            log.warning("the quick speed probe failed (%s)", exc)
+
     def probe_speed(self) -> None:
         """On a machine no job has timed yet, the first estimate starts from the speed
-        probe's pace (once; a GPU's pace is not the CPU's: none there). Needs torch loaded."""
+        probe's pace (once; a GPU's pace is not the CPU's: none there, and the quick probe's
+        reading of the CPU is set aside). Needs torch loaded."""
         with self._probe_lock:
             if self._probed or self.stage_memory.timed:
                 return
@@ -242,6 +254,8 @@ class Server:
             try:
                 if describe_device().kind == "cpu":
                     self.stage_memory.start_from(probe_pace())
+                else:
+                    self.stage_memory.forget_probe()
             except Exception as exc:  # an estimate is not worth a backend: keep the benchmark's pace
                 log.warning("the speed probe failed (%s): first estimates use the benchmark machine's pace", exc)
 

@@ -75,6 +75,12 @@ class StageMemory:
         if pace is not None and not self.timed:
             self.pace, self.probed = _bounded(pace), True
 
+    def forget_probe(self) -> None:
+        """Back to the benchmark machine's pace, where only a probe of the CPU set it and
+        the jobs will run elsewhere (a GPU)."""
+        if self.probed and not self.timed:
+            self.pace, self.probed = 1.0, False
+
     def scales(self) -> dict[str, float]:
         """Each timed stage's ratio relative to the pace: its weight per benchmark second."""
         ratios, pace = self.ratios, self.pace  # replaced whole by ``learn``, never changed in place
