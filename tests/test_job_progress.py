@@ -280,9 +280,14 @@ def test_the_mesh_job_starts_from_what_its_orbit_showed_the_object_to_cost(serve
     worker.beside = importing
     known = (memory.timed, memory.probed)
     memory.timed = memory.probed = False
+    worker._load.free = lambda: float(worker._load.cpus)  # a quiet machine
     unknown_id, shown = orbit()
     assert not shown and unknown_id not in worker._object_costs
     memory.probed = True
+    worker._load.free = lambda: 0.0  # beside busy processes that CPU time grows too: nothing
+    busy_id, shown = orbit()
+    assert not shown and busy_id not in worker._object_costs
+    worker._load.free = lambda: float(worker._load.cpus)
     beside_id, beside = orbit()
     stop.set()
     importing.join()
