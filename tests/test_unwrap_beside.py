@@ -73,7 +73,7 @@ def test_a_mesh_that_crashes_xatlas_is_unwrapped_nudged_and_the_caller_lives(mon
     monkeypatch.setattr(uv, "_RETRY_NUDGE", 0.0)
     with pytest.raises(uv.UnwrapFailed, match="crashed twice") as failed:
         UnwrapBeside(vertices, faces, 512, 4, 0.01).result()
-    assert "faces" in failed.value.hint
+    assert "--max-faces" in failed.value.hint and "Mesh detail" in failed.value.hint
 
 
 def test_a_helper_started_ahead_waits_for_its_mesh():

@@ -151,7 +151,7 @@ class UnwrapBeside:
         if outcome is None:
             raise UnwrapFailed(
                 f"the UV unwrap (xatlas) crashed twice on this mesh of {len(self._call[1])} faces",
-                "try again with another number of faces (--max-faces, or Faces in the panel)",
+                "try again with another face budget (--max-faces on the command line, Mesh detail in the panel)",
             )
         if isinstance(outcome, Exception):
             raise outcome
