@@ -41,6 +41,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_busy import convert_seconds, serve, staged_run  # noqa: E402
+from benchmarks.replay_eta import summary  # noqa: E402
 from benchmarks.quality import render, scenes  # noqa: E402
 from blend123.backend.images import load_rgba  # noqa: E402
 from blend123.backend.progress import JOB_STAGES  # noqa: E402
@@ -59,13 +60,6 @@ def object_images(which: str, root: Path = render.DEFAULT_ROOT) -> dict[str, Pat
         render.ensure_rendered([spec.name for spec in specs], root)
         images.update({spec.name: root / spec.name / "input" / "000.png" for spec in specs})
     return images
-
-
-def summary(errors: list[float]) -> str:
-    if not errors:
-        return "no runs"
-    over = sum(error > 0.3 for error in errors)
-    return f"worst {max(errors):.0%}, median {statistics.median(errors):.0%}, above 30% in {over} of {len(errors)} runs"
 
 
 def stage_weights(runs: list[dict], probe: float) -> dict[str, float]:

@@ -180,10 +180,10 @@ def main(argv: list[str] | None = None) -> int:
                 if floor:
                     totals["floor"].append(floor[0])
                     totals["estimator"].append(worst)
-            print("  " + _summary([result[0] for result in results]))
+            print("  " + summary([result[0] for result in results]))
     if totals["floor"]:
-        print(f"Runs with a floor ({len(totals['floor'])}): estimator {_summary(totals['estimator'])}; "
-              f"noise floor {_summary(totals['floor'])}")
+        print(f"Runs with a floor ({len(totals['floor'])}): estimator {summary(totals['estimator'])}; "
+              f"noise floor {summary(totals['floor'])}")
     return 0
 
 
@@ -195,8 +195,12 @@ def _report(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _summary(worst: list[float]) -> str:
-    return f"worst {max(worst):.0%}, median {statistics.median(worst):.0%}, above 30% in {sum(w > 0.3 for w in worst)} of {len(worst)} runs"
+def summary(errors: list[float]) -> str:
+    """A line for runs' worst ETA errors: the worst, the median, how many above 30%."""
+    if not errors:
+        return "no runs"
+    over = sum(error > 0.3 for error in errors)
+    return f"worst {max(errors):.0%}, median {statistics.median(errors):.0%}, above 30% in {over} of {len(errors)} runs"
 
 
 if __name__ == "__main__":

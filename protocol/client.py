@@ -61,8 +61,9 @@ _HANDSHAKE_FAILED = {
 
 #: The backend's default address: loopback only.
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5123"
-#: Heartbeats a backend may miss before :meth:`Client.events` reports its silence: an
-#: inline xatlas unwrap beside two busy processes kept one from answering for 2-3 s.
+#: Heartbeats a backend may miss before :meth:`Client.events` reports its silence: at two,
+#: a backend busy beside two other processes (an xatlas unwrap in its own process, since
+#: moved to a helper) was reported silent while at work; five leaves room for such stalls.
 _SILENT_HEARTBEATS = 5
 
 

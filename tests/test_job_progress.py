@@ -326,8 +326,8 @@ def test_a_wait_on_the_unwraps_helper_keeps_the_job_alive_and_sends_nothing(serv
     worker, calls = server.worker, []
     progress_fn = worker._progress_fn
 
-    def recording(job, clock, shows_the_object=False):
-        report = progress_fn(job, clock, shows_the_object)
+    def recording(job, clock, cost_of=None):
+        report = progress_fn(job, clock, cost_of)
         return lambda stage, fraction: calls.append((stage, fraction)) or report(stage, fraction)
 
     worker._progress_fn = recording
