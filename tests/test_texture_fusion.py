@@ -151,7 +151,9 @@ def test_views_registered_on_a_mesh_line_up_with_it():
     v, f = card()
     # Points on the card stand for a mesh's vertices (its two triangles are the occluders).
     surface = texels(0.01)
-    registered, fitted_gains, fitted_shifts = register_views(v, f, images, c2w, ANGLE, surface.positions, surface.normals)
+    registered, fitted_gains, fitted_shifts = register_views(
+        v, f, images, c2w, ANGLE, surface.positions, surface.normals, keep_placement=False  # the mesh is the truth here
+    )
     np.testing.assert_allclose(fitted_shifts - np.median(fitted_shifts, 0), shifts - np.median(shifts, 0), atol=0.35)
     inner = (clean[..., 3] == 255) & (registered[..., 3] == 255)
     before = np.abs(images[..., 3].astype(int) - clean[..., 3]).mean()
@@ -159,6 +161,41 @@ def test_views_registered_on_a_mesh_line_up_with_it():
     assert after < 0.5 * before  # silhouettes now agree with the mesh
     assert inner.sum() > 1000
     np.testing.assert_allclose(fitted_gains / np.median(fitted_gains, 0), gains / np.median(gains, 0), rtol=0.03)
+
+
+def motion_shifts(c2w: np.ndarray, move: np.ndarray, at=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """(N, 2) pixels each view's image moves by when the card moves by ``move`` in space."""
+    from blend123.protocol.camera import project_points
+
+    at = np.asarray(at, float)
+    return np.stack([np.subtract(*project_points(m, ANGLE, SIZE, SIZE, np.stack([at + move, at]))[0]) for m in c2w])
+
+
+def without_motion(shifts: np.ndarray, c2w: np.ndarray) -> np.ndarray:
+    """``shifts`` less the part one move of the card in space explains (least squares)."""
+    step = 1e-3
+    basis = np.stack([motion_shifts(c2w, step * axis) / step for axis in np.eye(3)], axis=-1)  # (N, 2, 3)
+    move, *_ = np.linalg.lstsq(basis.reshape(-1, 3), shifts.reshape(-1), rcond=None)
+    return shifts - basis @ move
+
+
+def test_registration_leaves_the_subject_where_the_views_put_it():
+    """A move of the whole subject in space shifts every view, and the views still agree:
+    the consensus cannot see it, so the fit must not invent one. The fitted shifts are the
+    views' own misregistration without that part, to a third of a pixel, whatever move
+    the views also share (here the card 0.02 up and 0.03 to the side: 1-2 px)."""
+    rng = np.random.default_rng(6)
+    angles = rng.uniform(0, 2 * np.pi, len(POSES))
+    own = np.stack([1.5 * np.cos(angles), 1.5 * np.sin(angles)], axis=1)
+    _, c2w = views(checker)
+    shared = motion_shifts(c2w, np.array([0.03, 0.0, 0.02]))
+    assert np.abs(shared).max() > 1.0
+    images, _ = views(checker, own + shared)
+    v, f = card()
+    surface = texels(0.01)
+    _, _, fitted = register_views(v, f, images, c2w, ANGLE, surface.positions, surface.normals)
+    np.testing.assert_allclose(fitted, without_motion(own + shared, c2w), atol=0.35)
+    np.testing.assert_allclose(without_motion(fitted, c2w), fitted, atol=0.02)  # no move left in them
 
 
 def test_shifts_are_kept_only_where_they_bring_the_views_together():
