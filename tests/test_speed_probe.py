@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,15 +39,17 @@ def test_the_probe_is_quick_and_reads_the_same_twice():
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs a CPU for the busy program and one for the probe")
 def test_another_busy_program_hardly_moves_the_probe():
-    """The load is ``load_pace``'s to count; the probe keeps the fastest of its repeats."""
-    quiet = min(probe_seconds() for _ in range(3))
+    """The load is ``load_pace``'s to count; the probe keeps the fastest of its repeats.
+    Both sides take the fastest of five probes: with three, a shared host's noise alone
+    once read 1.30x."""
+    quiet = min(probe_seconds() for _ in range(5))
     started = subprocess.run(
         ["sh", "-c", f"'{sys.executable}' -c 'while True: pass' > /dev/null 2>&1 & echo $!"], capture_output=True, text=True, check=True
     )
     pid = int(started.stdout.split()[0])
     try:
         time.sleep(0.3)
-        busy = min(probe_seconds() for _ in range(3))
+        busy = min(probe_seconds() for _ in range(5))
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -69,16 +72,44 @@ def test_only_a_machine_no_job_has_timed_starts_from_the_probe(tmp_path):
     assert kept.pace == pytest.approx(1.3)
 
 
+#: The first estimate is the probe's pace times the load other programs put on the machine
+#: (at most the test suite's own here: a backend from the test before still stopping).
+_SUITE_LOAD = (0.95, 1.6)
+
+
+def logged_pace(backend, probe: str = "quick speed probe", wait_s: float = 5.0) -> float:
+    """The pace a real ``serve`` says it started from (its log, at the default level)."""
+    pattern = re.compile(rf"{probe}: this machine takes ([0-9.]+) s")
+    deadline = time.monotonic() + wait_s
+    while not (found := pattern.search(backend.output())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert found, backend.output()
+    return float(found.group(1))
+
+
 def test_a_fresh_serve_starts_its_first_estimate_from_the_probe(serve_process, client_factory, reference_image):
     backend = serve_process()  # a jobs folder of its own: no job has timed this machine
     client = client_factory(backend.address, timeout_s=60.0)
     first = next(e for e in client.events(client.submit(Orbit(reference_image, [10.0], views=6))) if isinstance(e, Progress))
     at_benchmark = sum(STAGE_SECONDS[s] for s in JOB_STAGES["orbit"])
-    pace = probe_pace() if ON_CPU else 1.0  # this machine, read here
-    assert pace is not None
-    # The probe before "serving", so even a job sent at once starts from it (at most the
-    # load of other programs on top: the test suite's own).
-    assert first.eta_s == pytest.approx(at_benchmark * pace, rel=0.35)
+    # Compared with the reading the backend itself took, before serving: a second reading
+    # taken here, seconds later, is another draw of a shared host's speed (0.54-1.22x of
+    # the backend's, seen in this test's own runs).
+    pace = logged_pace(backend) if ON_CPU else 1.0
+    assert at_benchmark * pace * _SUITE_LOAD[0] <= first.eta_s <= at_benchmark * pace * _SUITE_LOAD[1]
+
+
+def test_the_first_estimate_follows_the_probe_not_the_benchmark_machine(server_factory, client_factory, reference_image, monkeypatch):
+    """Where the machine is three times slower than the benchmark's, the first job says so
+    (a real server and client; the probes' readings are set, so the two paces differ)."""
+    monkeypatch.setattr(app, "quick_pace", lambda: 3.0)
+    monkeypatch.setattr(app, "probe_pace", lambda: 3.0)
+    monkeypatch.setattr(app, "describe_device", lambda: type("Cpu", (), {"kind": "cpu"})())
+    server = server_factory()
+    client = client_factory(server.endpoint, timeout_s=60.0)
+    first = next(e for e in client.events(client.submit(Orbit(reference_image, [10.0], views=6))) if isinstance(e, Progress))
+    at_benchmark = sum(STAGE_SECONDS[s] for s in JOB_STAGES["orbit"])
+    assert at_benchmark * 3.0 * _SUITE_LOAD[0] <= first.eta_s <= at_benchmark * 3.0 * _SUITE_LOAD[1]
 
 
 def test_the_server_probes_once_and_never_over_a_timing(tmp_path, monkeypatch, caplog):

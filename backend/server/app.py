@@ -239,9 +239,12 @@ class Server:
         if self.stage_memory.timed:
             return
         try:
-            self.stage_memory.start_from(quick_pace())
+            pace = quick_pace()
         except Exception as exc:  # an estimate is not worth a backend
             log.warning("the quick speed probe failed (%s)", exc)
+            return
+        self.stage_memory.start_from(pace)
+        _log_pace("quick speed probe", pace)
 
     def probe_speed(self) -> None:
         """On a machine no job has timed yet, the first estimate starts from the speed
@@ -253,7 +256,9 @@ class Server:
             self._probed = True
             try:
                 if describe_device().kind == "cpu":
-                    self.stage_memory.start_from(probe_pace())
+                    pace = probe_pace()
+                    self.stage_memory.start_from(pace)
+                    _log_pace("speed probe", pace)
                 else:
                     self.stage_memory.forget_probe()
             except Exception as exc:  # an estimate is not worth a backend: keep the benchmark's pace
@@ -533,3 +538,11 @@ def _user_id(frames: list[zmq.Frame]) -> str | None:
 def _nbytes(frame: Any) -> int:
     buf = getattr(frame, "buffer", frame)
     return memoryview(buf).nbytes
+
+
+def _log_pace(probe: str, pace: float | None) -> None:
+    """What the first estimates start from, for a user wondering why they say what they say."""
+    if pace is None:
+        log.info("the %s's reading made no sense: first estimates use the benchmark machine's pace", probe)
+    else:
+        log.info("%s: this machine takes %.2f s per second of the benchmark machine's; first estimates start from it", probe, pace)
