@@ -143,7 +143,8 @@ def register_views(
     ``(images (N, H, W, 4) uint8, gains (N, 3), shifts (N, 2) px)``.
 
     Each view's colour is divided by its fitted gain and the image (alpha with it) moved by
-    its fitted shift, so the subject lands where the mesh projects in every view; for
+    its fitted shift, so the subject lands where the mesh projects in every view (with
+    ``keep_placement``, the mesh moved by one translation); for
     photo-consistency and light fitting on generated views (exposure drift, a pixel or two
     of misregistration). Gains and shifts are fitted on ``points`` with unit ``normals``
     on the surface (default: the mesh's vertices) as :func:`bake` fits them on texels.
@@ -220,14 +221,16 @@ def fit_views(views: list["_View"], positions: np.ndarray, normals: np.ndarray, 
 def _without_common_motion(views: list["_View"], centre: np.ndarray) -> None:
     """Take out of the views' shifts the part one move of the subject in space explains.
 
-    On a rough mesh (a visual hull, its concavities filled and a roof over its top) that
-    part follows the mesh's errors, not the subject: in the quality set's views as
-    generated views arrive it came to 0.1-0.56 px and moved the carved mesh off the
-    subject (mean F@1% 0.844 -> 0.847 without it; see the README). The move is fitted as
-    one translation at ``centre``, seen by each view through its projection's derivative
-    (least squares over all views), and the shifts it explains are subtracted."""
+    The views' consensus hardly sees such a move (along the surface, not at all), and on
+    a rough mesh (a visual hull, its concavities filled and a roof over its top) that part
+    followed the mesh's errors, not the subject: 0.1-0.56 px on the quality set's degraded
+    views, which moved the carved mesh off the subject (taking it out: mean F@1% 0.844 ->
+    0.847; see the README). The move is fitted as one translation at ``centre``, seen by
+    each view through its projection's derivative (least squares over all views; a
+    direction the views barely see is left alone), and the shifts it explains are
+    subtracted."""
     shifts = np.stack([view.shift for view in views]).astype(np.float64)
-    if len(views) < 3 or not shifts.any():
+    if len(views) < 3 or not shifts.any() or not np.isfinite(shifts).all():
         return
     step = 1e-3 * float(np.median([np.linalg.norm(view.c2w[:3, 3] - centre) for view in views]))
     moved = np.concatenate([centre[None], centre + step * np.eye(3)])
@@ -237,7 +240,7 @@ def _without_common_motion(views: list["_View"], centre: np.ndarray) -> None:
         pixels, _ = project_points(view.c2w, view.camera_angle_x, width, height, moved)
         jacobian.append((pixels[1:] - pixels[0]).T / step)
     jacobian = np.stack(jacobian)
-    move, *_ = np.linalg.lstsq(jacobian.reshape(-1, 3), shifts.reshape(-1), rcond=None)
+    move, *_ = np.linalg.lstsq(jacobian.reshape(-1, 3), shifts.reshape(-1), rcond=1e-2)
     for view, seen in zip(views, jacobian @ move):
         view.shift = (view.shift - seen).astype(np.float32)
 

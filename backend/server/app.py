@@ -235,16 +235,19 @@ class Server:
 
     def _quick_probe(self) -> None:
         """Before the imports, on a machine no job has timed: the numpy-only probe's pace
-        (25 ms), for the first job, which runs beside the import of torch."""
-        if self.stage_memory.timed:
-            return
-        try:
-            pace = quick_pace()
-        except Exception as exc:  # an estimate is not worth a backend
-            log.warning("the quick speed probe failed (%s)", exc)
-            return
-        self.stage_memory.start_from(pace)
-        _log_pace("quick speed probe", pace)
+        (25 ms), for the first job, which runs beside the import of torch. Not where the
+        whole probe has read the machine already (``serve`` probes before serving), nor
+        over a GPU's setting-aside of the CPU's reading."""
+        with self._probe_lock:
+            if self._probed or self.stage_memory.timed:
+                return
+            try:
+                pace = quick_pace()
+            except Exception as exc:  # an estimate is not worth a backend
+                log.warning("the quick speed probe failed (%s)", exc)
+                return
+            self.stage_memory.start_from(pace)
+            _log_pace("quick speed probe", pace, "until the whole speed probe reads it after the imports")
 
     def probe_speed(self) -> None:
         """On a machine no job has timed yet, the first estimate starts from the speed
@@ -540,9 +543,10 @@ def _nbytes(frame: Any) -> int:
     return memoryview(buf).nbytes
 
 
-def _log_pace(probe: str, pace: float | None) -> None:
+def _log_pace(probe: str, pace: float | None, until: str = "") -> None:
     """What the first estimates start from, for a user wondering why they say what they say."""
     if pace is None:
-        log.info("the %s's reading made no sense: first estimates use the benchmark machine's pace", probe)
+        log.warning("the %s's reading made no sense: it was ignored", probe)
     else:
-        log.info("%s: this machine takes %.2f s per second of the benchmark machine's; first estimates start from it", probe, pace)
+        log.info("%s: this machine takes %.3g s per second of the benchmark machine's; first estimates start from it%s",
+                 probe, pace, f", {until}" if until else "")
