@@ -96,12 +96,14 @@ def _fastest(work, repeats: int) -> float:
 def quick_pace(repeats: int = _REPEATS) -> float | None:
     """This machine's pace from the numpy-only work (no torch needed; 25 ms); None as
     :func:`probe_pace`. Less sure than :func:`probe_pace`: a first estimate until it runs."""
-    pace = _fastest(_QuickWork(), repeats) / QUICK_REFERENCE_S
-    return pace if _BOUNDS[0] <= pace <= _BOUNDS[1] else None
+    return _sensible(_fastest(_QuickWork(), repeats) / QUICK_REFERENCE_S)
 
 
 def probe_pace(repeats: int = _REPEATS) -> float | None:
     """This machine's seconds per benchmark second, as the probe sees it; None when the
     reading makes no sense (a clock that jumped, a machine stalled)."""
-    pace = probe_seconds(repeats) / REFERENCE_S
+    return _sensible(probe_seconds(repeats) / REFERENCE_S)
+
+
+def _sensible(pace: float) -> float | None:
     return pace if _BOUNDS[0] <= pace <= _BOUNDS[1] else None

@@ -26,6 +26,11 @@ from blend123.protocol.messages import Orbit, Progress
 ON_CPU = describe_device().kind == "cpu"
 
 
+def _device(kind: str):
+    """A stand-in for :func:`describe_device`'s answer: only its ``kind`` is read."""
+    return type("Device", (), {"kind": kind})()
+
+
 def test_the_probe_is_quick_and_reads_the_same_twice():
     start = time.perf_counter()
     first = probe_seconds()
@@ -106,7 +111,7 @@ def test_the_first_estimate_follows_the_probe_not_the_benchmark_machine(server_f
     (a real server and client; the probes' readings are set, so the two paces differ)."""
     monkeypatch.setattr(app, "quick_pace", lambda: 3.0)
     monkeypatch.setattr(app, "probe_pace", lambda: 3.0)
-    monkeypatch.setattr(app, "describe_device", lambda: type("Cpu", (), {"kind": "cpu"})())
+    monkeypatch.setattr(app, "describe_device", lambda: _device("cpu"))
     server = server_factory()
     client = client_factory(server.endpoint, timeout_s=60.0)
     first = next(e for e in client.events(client.submit(Orbit(reference_image, [10.0], views=6))) if isinstance(e, Progress))
@@ -133,7 +138,7 @@ def test_the_server_probes_once_and_never_over_a_timing(tmp_path, monkeypatch, c
     def broken() -> float:
         raise RuntimeError("no timer")
 
-    monkeypatch.setattr(app, "describe_device", lambda: type("Cpu", (), {"kind": "cpu"})())
+    monkeypatch.setattr(app, "describe_device", lambda: _device("cpu"))
     monkeypatch.setattr(app, "probe_pace", broken)
     server = Server(ServerConfig(jobs_dir=tmp_path / "broken"))
     server.probe_speed()
@@ -149,7 +154,7 @@ def test_the_quick_probe_reads_the_machine_before_torch_and_the_whole_probe_repl
     quick = float(said[0])
     assert 0.5 < quick / probe_pace() < 2.0
     probed_first = Server(ServerConfig(jobs_dir=tmp_path / "serve"))  # as ``serve`` does: the whole probe, then serving
-    monkeypatch.setattr(app, "describe_device", lambda: type("Cpu", (), {"kind": "cpu"})())
+    monkeypatch.setattr(app, "describe_device", lambda: _device("cpu"))
     monkeypatch.setattr(app, "probe_pace", lambda: 0.42)
     probed_first.probe_speed()
     probed_first._quick_probe()
@@ -160,14 +165,14 @@ def test_the_quick_probe_reads_the_machine_before_torch_and_the_whole_probe_repl
     memory = server.stage_memory
     assert memory.probed and not memory.timed and memory.pace != 1.0 and 0.5 < memory.pace / quick < 2.0
     # The whole probe, once torch is in, replaces it on a CPU ...
-    monkeypatch.setattr(app, "describe_device", lambda: type("Cpu", (), {"kind": "cpu"})())
+    monkeypatch.setattr(app, "describe_device", lambda: _device("cpu"))
     monkeypatch.setattr(app, "probe_pace", lambda: 0.42)
     server.probe_speed()
     assert memory.pace == 0.42
     # ... and on a GPU, where the jobs run elsewhere, the CPU's reading is set aside.
     gpu = Server(ServerConfig(jobs_dir=tmp_path / "gpu"))
     gpu._quick_probe()
-    monkeypatch.setattr(app, "describe_device", lambda: type("Gpu", (), {"kind": "cuda"})())
+    monkeypatch.setattr(app, "describe_device", lambda: _device("cuda"))
     gpu.probe_speed()
     assert gpu.stage_memory.pace == 1.0 and not gpu.stage_memory.probed
     # A machine a job has timed keeps that timing.

@@ -13,7 +13,7 @@ import numpy as np
 
 from blend123.backend.reconstruction import texture as texture_module
 from blend123.backend.reconstruction.texture import TexelSurface, bake, register_views
-from blend123.protocol.camera import SphericalPose, focal_px
+from blend123.protocol.camera import SphericalPose, focal_px, project_points
 
 HALF = 0.4  # the card spans [-HALF, HALF] in x and z, in the plane y = 0, facing -Y
 ANGLE = math.radians(40.0)
@@ -163,12 +163,11 @@ def test_views_registered_on_a_mesh_line_up_with_it():
     np.testing.assert_allclose(fitted_gains / np.median(fitted_gains, 0), gains / np.median(gains, 0), rtol=0.03)
 
 
-def motion_shifts(c2w: np.ndarray, move: np.ndarray, at=(0.0, 0.0, 0.0)) -> np.ndarray:
-    """(N, 2) pixels each view's image moves by when the card moves by ``move`` in space."""
-    from blend123.protocol.camera import project_points
-
+def motion_shifts(c2w: np.ndarray, move: np.ndarray, at=(0.0, 0.0, 0.0), size=(SIZE, SIZE)) -> np.ndarray:
+    """(N, 2) pixels each view's image (``size``: width, height) moves by when the subject
+    at ``at`` moves by ``move`` in space."""
     at = np.asarray(at, float)
-    return np.stack([np.subtract(*project_points(m, ANGLE, SIZE, SIZE, np.stack([at + move, at]))[0]) for m in c2w])
+    return np.stack([np.subtract(*project_points(m, ANGLE, *size, np.stack([at + move, at]))[0]) for m in c2w])
 
 
 def without_motion(shifts: np.ndarray, c2w: np.ndarray) -> np.ndarray:
@@ -215,10 +214,7 @@ def test_the_move_is_read_through_each_view_s_own_camera():
             view.shift = shift.astype(np.float32)
         return views_
 
-    from blend123.protocol.camera import project_points
-
-    move = np.array([0.01, -0.02, 0.015])
-    seen = np.stack([np.subtract(*project_points(m, ANGLE, width, height, np.stack([centre + move, centre]))[0]) for m in c2w])
+    seen = motion_shifts(c2w, np.array([0.01, -0.02, 0.015]), centre, (width, height))
     assert np.abs(seen).max() > 0.5
     moved = made(seen)
     _without_common_motion(moved, centre)

@@ -265,7 +265,7 @@ class Server:
                 else:
                     self.stage_memory.forget_probe()
             except Exception as exc:  # an estimate is not worth a backend: keep the benchmark's pace
-                log.warning("the speed probe failed (%s): first estimates use the benchmark machine's pace", exc)
+                log.warning("the speed probe failed (%s): first estimates keep the pace they started from", exc)
 
     def _start_worker(self) -> None:
         self.worker = Worker(
