@@ -10,7 +10,7 @@ waiting on work it cannot count calls it with :data:`STILL_WORKING` meanwhile.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Callable
+from typing import Callable, Protocol
 
 
 class Way(str, Enum):
@@ -53,9 +53,12 @@ ProgressFn = Callable[[str, float], None]
 #: The fraction a stage reports while it waits on work it cannot count (another process's):
 #: it is still at work and can be cancelled, and nothing moves on the bar.
 STILL_WORKING = -1.0
-#: ``plan(stage, seconds, way)``: a stage will take ``seconds`` at the benchmark's pace,
-#: run ``way``.
-PlanFn = Callable[[str, float, Way], None]
+class PlanFn(Protocol):
+    """``plan(stage, seconds, way, of_object)``: a stage will take ``seconds`` at the
+    benchmark's pace, run ``way``; ``of_object``: the seconds were measured from this
+    object's own work (:func:`photo_seconds`), so its cost from the views does not scale them."""
+
+    def __call__(self, stage: str, seconds: float, way: Way = Way.BENCHMARK, of_object: bool = False) -> None: ...
 
 
 class JobCancelled(Exception):
@@ -66,7 +69,7 @@ def no_progress(stage: str, fraction: float) -> None:
     """A ``ProgressFn`` for callers that do not care."""
 
 
-def no_plan(stage: str, seconds: float, way: Way = Way.BENCHMARK) -> None:
+def no_plan(stage: str, seconds: float, way: Way = Way.BENCHMARK, of_object: bool = False) -> None:
     """A ``PlanFn`` for callers without a progress clock."""
 
 
@@ -146,6 +149,24 @@ def object_scale(stage: str, object_cost: float) -> float:
     ``object_cost``: in proportion for the stages the object sets, half way (in log
     space) for the fixed-cost ones."""
     return object_cost ** (_FIXED_PACE_EXPONENT if stage in FIXED_COST_STAGES else 1.0)
+
+
+#: Photo carving's seconds at the benchmark's pace, from the work it samples before it
+#: starts (``photo.PhotoWork``): a fixed part (blurring the views, the sample, the vote and
+#: the carved field) and a part per ray and per compared patch point. Fitted on the twelve
+#: objects' photo carving through ``serve`` (``benchmarks/recorded``: each object's median
+#: of 12 runs, per second of the probe's pace): within 0.10 in log space left out one at a
+#: time, 1.24x at worst (the donut), where the object's cost its views showed left tiles
+#: 2.5x short and the chair 1.4x long (``bench_eta.py`` measures the bar with it).
+_PHOTO_FIXED_S = 0.51
+_PHOTO_RAY_S = 14.6e-6
+_PHOTO_POINT_S = 2.39e-6
+
+
+def photo_seconds(rays: int, compared: float) -> float:
+    """Photo carving at the benchmark's pace (two workers) for ``rays`` rays comparing
+    ``compared`` patch points in all."""
+    return _PHOTO_FIXED_S + _PHOTO_RAY_S * rays + _PHOTO_POINT_S * compared
 
 
 #: Benchmark seconds the uv stage takes at least when the light fit outlasted the unwrap
@@ -260,6 +281,7 @@ class StageClock:
         self.stage_seconds: dict[str, float] = {}  # wall seconds of each stage that ended
         self.planned: dict[str, float] = {}  # stages the job planned: their benchmark seconds
         self.ways: dict[str, Way] = {}  # and how they run
+        self.of_object: set[str] = set()  # planned from the object's own work: not scaled by its cost
         self._current = -1
         self._stage_started = 0.0
         self._overall = 0.0
@@ -272,12 +294,19 @@ class StageClock:
     def _weight(self, stage: str) -> float:
         return self.weights.get(stage, 1.0)
 
-    def plan(self, stage: str, seconds: float, way: Way = Way.BENCHMARK) -> None:
+    def plan(self, stage: str, seconds: float, way: Way = Way.BENCHMARK, of_object: bool = False) -> None:
         """``stage`` (still to come or running) will take ``seconds`` at the benchmark's pace,
-        run ``way``."""
+        run ``way``. ``of_object``: measured from this object's work, not the typical
+        object's, so the object's cost does not scale them."""
         self.planned[stage] = max(0.0, float(seconds))
         self.ways[stage] = way
-        self.weights[stage] = self.planned[stage] * way_scale(self.scales, stage, way) * object_scale(stage, self.object_cost)
+        (self.of_object.add if of_object else self.of_object.discard)(stage)
+        self.weights[stage] = self.planned[stage] * way_scale(self.scales, stage, way) * self.object_share(stage)
+
+    def object_share(self, stage: str) -> float:
+        """How much longer than the typical object's ``stage`` takes on this object
+        (:func:`object_scale`), 1 for a stage planned from the object's own work."""
+        return 1.0 if stage in self.of_object else object_scale(stage, self.object_cost)
 
     def object_cost_shown(self, stage: str = "views", own_cpu: bool = False, pace: float | None = None) -> float | None:
         """What the object costs against the benchmark's, as ``stage`` shows it: its seconds

@@ -47,7 +47,7 @@ from blend123.backend.progress import JOB_STAGES, STAGE_SECONDS  # noqa: E402
 from blend123.protocol.client import Client  # noqa: E402
 from blend123.protocol.job_progress import ChainProgress  # noqa: E402
 from blend123.backend.speed_probe import probe_pace  # noqa: E402
-from blend123.protocol.messages import Done, Error, Mesh, Orbit, Progress, Reconstruct  # noqa: E402
+from blend123.protocol.messages import Done, Error, Mesh, Orbit, Progress, Reconstruct, View  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "busy.json"
 
@@ -146,6 +146,7 @@ def staged_run(client: Client, image) -> dict:
     raw: list[tuple[float, int, str, float]] = []  # (time, job, stage, stage fraction): to replay other estimators
     orbit_id = ""
     faces = 0  # the mesh's: how long the unwrap took is in proportion to them (replay_eta.py)
+    views: list[View] = []  # the orbit's: what photo carving sampled of its work (replay_eta.py)
     for step, request in enumerate([Orbit(image, [0.0]), None]):
         if request is None:
             request = Reconstruct(source_job=orbit_id)
@@ -156,6 +157,8 @@ def staged_run(client: Client, image) -> dict:
                 fraction, eta = chain.update(step, event)
                 seen.append((time.perf_counter() - start, event.stage, fraction, eta))
                 raw.append((seen[-1][0], step, event.stage, event.fraction))
+            elif isinstance(event, View):
+                views.append(event)
             elif isinstance(event, Mesh):
                 faces = len(event.faces)
             elif isinstance(event, Error):
@@ -183,7 +186,23 @@ def staged_run(client: Client, image) -> dict:
         "events": raw,
         "etas": seen,
         "faces": faces,
+        "photo_work": photo_work_of(views),
     }
+
+
+def photo_work_of(views: list[View]) -> dict[str, float]:
+    """What the mesh job's photo carving sampled of its work to plan the stage (rays and
+    compared patch points), worked out again from the orbit's views as the backend does
+    (the quick proxy's views are not registered): the progress events do not carry it."""
+    from blend123.backend.reconstruction.pipeline import ReconstructionOptions, planned_photo_work
+    from blend123.backend.tasks import square_views, views_of_job
+
+    if len(views) < 2:
+        return {}
+    images, c2w, camera = views_of_job(views, "orbit")
+    images, camera_angle_x = square_views(images, camera)
+    work = planned_photo_work(images, c2w, camera_angle_x, ReconstructionOptions(register_views=False))
+    return {"rays": work.rays, "compared": work.compared}
 
 
 def _keys(dicts) -> list[str]:

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from blend123.backend.progress import unwrap_seconds  # noqa: E402
+from blend123.backend.progress import Way, photo_seconds, unwrap_seconds  # noqa: E402
 from blend123.backend.server.stage_memory import StageMemory  # noqa: E402
 from blend123.backend.server.worker import PACE_FROM_WORK_S  # noqa: E402
 from blend123.protocol.job_progress import ChainProgress  # noqa: E402
@@ -47,11 +47,13 @@ _START_S = 0.02
 _END_S = 0.05
 
 
-def replay_run(memory: StageMemory, events: list[Event], faces: int = 0) -> tuple[float, float, str]:
+def replay_run(memory: StageMemory, events: list[Event], faces: int = 0, photo_work: dict | None = None) -> tuple[float, float, str]:
     """One Make Mesh on ``memory`` (which learns from it): the bar's (worst, mean) relative
     ETA error once 10% is done until the last second, and the stage of the worst.
     ``faces``: the mesh's, where the report kept them: the uv stage is planned for them
-    once the mesh stage ends, as the pipeline plans it (the unwrap beside the fit)."""
+    once the mesh stage ends, as the pipeline plans it (the unwrap beside the fit).
+    ``photo_work``: what photo carving sampled of its work (rays, compared), where the
+    report kept it: the stage is planned from it as it starts, as the pipeline plans it."""
     end = events[-1][0] + _END_S
     chain = ChainProgress.orbit_then_mesh("default", memory.proxy_orbit_share())
     errors: list[tuple[float, str]] = []
@@ -65,6 +67,8 @@ def replay_run(memory: StageMemory, events: list[Event], faces: int = 0) -> tupl
         for t, _, stage, fraction in own:
             if faces and stage == "refine" and "uv" not in clock.planned:
                 clock.plan("uv", unwrap_seconds(faces, beside=True))
+            if photo_work and stage == "photo" and "photo" not in clock.planned:
+                clock.plan("photo", photo_seconds(photo_work["rays"], photo_work["compared"]), Way.BENCHMARK, of_object=True)
             overall, eta = clock.update(stage, fraction, t - start)
             shown = clock.object_cost_shown() if job == 0 else None
             done, said = chain.update(job, Progress("", stage, fraction, eta, t - start, overall=overall, object_cost=shown or -1.0))
@@ -120,8 +124,8 @@ def noise_floor(run: Recorded, pool: list[Recorded]) -> tuple[float, float, str]
     Their seconds are taken as they came: rescaling them by each report's speed probe
     left the floor higher (29 runs of 160 above 30% against 27), the probe reads the host's
     hour no better than the runs do."""
-    name, events, _ = run
-    others = {json.dumps(other_events) for other, other_events, _ in pool if other == name} - {json.dumps(events)}
+    name, events = run[:2]
+    others = {json.dumps(other[1]) for other in pool if other[0] == name} - {json.dumps(events)}
     if len(others) < 2:
         return None
     seconds = [stage_seconds(json.loads(other)) for other in others]
@@ -129,20 +133,24 @@ def noise_floor(run: Recorded, pool: list[Recorded]) -> tuple[float, float, str]
     return knowing_the_object(events, typical)
 
 
-def replay(runs: list[list[Event]], probe_pace: float | None, fresh: bool = False, faces: list[int] | None = None) -> list[tuple[float, float, str]]:
+def replay(
+    runs: list[list[Event]], probe_pace: float | None, fresh: bool = False, faces: list[int] | None = None, photo_work: list[dict] | None = None
+) -> list[tuple[float, float, str]]:
     """Each run's (worst, mean, stage of the worst), replayed in turn on one machine memory
-    (``fresh``: each on its own), started from ``probe_pace``; ``faces``: each run's mesh's."""
+    (``fresh``: each on its own), started from ``probe_pace``; ``faces``: each run's mesh's,
+    ``photo_work``: each run's photo carving's sampled work ({} where not kept)."""
     memory = None
     results = []
-    for events, mesh_faces in zip(runs, faces or [0] * len(runs)):
+    for events, mesh_faces, work in zip(runs, faces or [0] * len(runs), photo_work or [{}] * len(runs)):
         if memory is None or fresh:
             memory = StageMemory()
             memory.start_from(probe_pace)
-        results.append(replay_run(memory, [tuple(event[:4]) for event in events], mesh_faces))
+        results.append(replay_run(memory, [tuple(event[:4]) for event in events], mesh_faces, work))
     return results
 
 
-Recorded = tuple[str, list[Event], int]  # (object, events, the mesh's faces; 0: not kept)
+#: (object, events, the mesh's faces (0: not kept), photo carving's sampled work ({}: not kept))
+Recorded = tuple[str, list[Event], int, dict]
 
 
 def recorded(report: dict, objects: set[str] | None = None) -> dict[str, list[Recorded]]:
@@ -151,10 +159,10 @@ def recorded(report: dict, objects: set[str] | None = None) -> dict[str, list[Re
         orders: dict[str, list[Recorded]] = {}
         for run in report["runs"]:
             if "events" in run and (objects is None or run["object"] in objects):  # ``--via convert`` keeps none
-                orders.setdefault(run["order"], []).append((run["object"], run["events"], run.get("faces", 0)))
+                orders.setdefault(run["order"], []).append((run["object"], run["events"], run.get("faces", 0), run.get("photo_work", {})))
         return orders
     quiet = report.get("runs", {}).get("quiet")
-    return {"in turn": [(report.get("image", "?"), events, 0) for events in quiet["events"]]} if quiet else {}
+    return {"in turn": [(report.get("image", "?"), events, 0, {}) for events in quiet["events"]]} if quiet else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     for path, report in reports.items():
         probe = report.get("speed_probe", {}).get("pace")
         for order, runs in recorded(report, objects).items():
-            results = replay([events for _, events, _ in runs], probe, fresh=order == "fresh", faces=[faces for *_, faces in runs])
+            results = replay([run[1] for run in runs], probe, fresh=order == "fresh", faces=[run[2] for run in runs], photo_work=[run[3] for run in runs])
             print(f"{path.name}, {order}: the bar's ETA error after 10%, worst (stage) / mean per run"
                   + (", and the noise floor's worst" if args.floor else "") + ":")
             for run, (worst, mean, stage) in zip(runs, results):

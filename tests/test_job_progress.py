@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from blend123.backend.device import describe_device
-from blend123.backend.progress import _OWN_CPU_BESIDE, FIXED_COST_STAGES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, load_pace, quiet_machine, unwrap_seconds, way_scale
+from blend123.backend.progress import _OWN_CPU_BESIDE, FIXED_COST_STAGES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, load_pace, photo_seconds, quiet_machine, unwrap_seconds, way_scale
 from blend123.backend.server.stage_memory import _LEARN_RATE, _LEARN_RATE_SHOWN, StageMemory, _toward
 from blend123.protocol.job_progress import ChainProgress, orbit_share
 from blend123.protocol.messages import Orbit, Progress, Reconstruct
@@ -106,6 +106,31 @@ def test_a_plan_moves_the_estimate_and_never_the_bar_back():
     assert unwrap_seconds(50_000, beside=True) == pytest.approx(STAGE_SECONDS["uv"])
     # Beside the fit, half the faces are unwrapped before the fit ends: the hand-over is left.
     assert unwrap_seconds(25_000, beside=True) < 0.2 * STAGE_SECONDS["uv"] < STAGE_SECONDS["uv"] < unwrap_seconds(60_000, beside=True)
+
+
+def test_a_stage_planned_from_the_object_s_own_work_is_not_scaled_by_its_cost():
+    """Photo carving plans itself from the work it sampled (``photo_seconds``): those are
+    already this object's seconds, so the cost its views showed does not scale them again,
+    and a job whose photo carving took its plan teaches the machine nothing about photo."""
+    planned = photo_seconds(60_000, 900_000)
+    assert planned > photo_seconds(60_000, 100_000) > photo_seconds(30_000, 100_000) > 0
+    costly = StageClock("reconstruct", object_cost=2.0)
+    costly.plan("photo", planned, of_object=True)
+    assert costly.weights["photo"] == pytest.approx(planned)
+    costly.plan("photo", planned)  # the typical object's seconds: the object's cost applies
+    assert costly.weights["photo"] == pytest.approx(2.0 * planned)
+    costly.plan("photo", planned * 1.6, Way.ONE_WORKER, of_object=True)
+    assert costly.weights["photo"] == pytest.approx(planned * 1.6)
+    # Every stage took its weight at pace 1 on a costly object (photo its own plan): the
+    # machine's pace and ratios stay 1.
+    memory = StageMemory()
+    memory.start_from(1.0)
+    clock = memory.clock("reconstruct", object_cost=2.0)
+    clock.plan("photo", planned, of_object=True)
+    weights = dict(clock.weights)
+    memory.learn(_run_stages(clock, lambda s: weights[s]))
+    assert memory.pace == pytest.approx(1.0) and all(r == pytest.approx(1.0) for r in memory.ratios.values())
+    assert set(memory.ratios) >= {"photo", "carve"}
 
 
 def test_a_stage_missing_from_the_plan_is_added_where_it_runs():

@@ -140,8 +140,8 @@ def test_views_walked_side_by_side_give_the_same_carving():
 def test_cancel_with_views_side_by_side_starts_no_more_views(monkeypatch):
     images, c2w, angle = cup_views()
     started: list[int] = []
-    neighbours = photo._neighbours
-    monkeypatch.setattr(photo, "_neighbours", lambda c2w, i, *a: started.append(i) or neighbours(c2w, i, *a))
+    walk_view = photo._Walker.walk_view
+    monkeypatch.setattr(photo._Walker, "walk_view", lambda self, i, *a: started.append(i) or walk_view(self, i, *a))
 
     def cancel(fraction: float) -> None:
         if fraction > _SHARES[0]:  # past the set-up: a view is done
@@ -151,3 +151,41 @@ def test_cancel_with_views_side_by_side_starts_no_more_views(monkeypatch):
         photo_carve(cup_hull(), images, c2w, angle, on_progress=cancel, workers=2)
     # The first view's progress cancels: the two running may finish, no other starts.
     assert 1 <= len(started) <= 4 < len(images), started
+
+
+def _box_hull(half: float) -> HullGrid:
+    """A hull that is a box around the cup: every ray enters it off the cup's surface."""
+    spacing = 2 * half / (RESOLUTION - 1)
+    axes = np.linspace(-half, half, RESOLUTION)
+    points = np.stack(np.meshgrid(axes, axes, axes, indexing="ij"), -1)
+    field = (0.9 * half - np.abs(points).max(-1)).astype(np.float32)
+    return HullGrid(np.full(3, -half), spacing, field)
+
+
+@pytest.mark.parametrize("hull", [cup_hull, lambda: _box_hull(0.4)], ids=["the cup's hull", "a box around it"])
+def test_the_work_sampled_before_the_walk_foretells_it(monkeypatch, hull):
+    """What ``on_work`` hears before the walk (a few hundred rays' entry test) is what the
+    walk then does: its rays exactly, its compared patch points to within a quarter; a
+    hull far from the surface (every entry off it) is foretold as more work."""
+    images, c2w, angle = cup_views()
+    heard: list[photo.PhotoWork] = []
+    walked = {"rays": 0, "compared": 0}
+    march, cost = photo._march, photo._View.cost
+
+    def counting_march(grid, rays_o, rays_d):
+        walked["rays"] += len(rays_o) if heard else 0  # the walk's, not the sample's
+        return march(grid, rays_o, rays_d)
+
+    def counting_cost(self, yx, points, t, dirs, inside):
+        walked["compared"] += int(inside.sum()) if heard else 0
+        return cost(self, yx, points, t, dirs, inside)
+
+    monkeypatch.setattr(photo, "_march", counting_march)
+    monkeypatch.setattr(photo._View, "cost", counting_cost)
+    photo_carve(hull(), images, c2w, angle, on_work=heard.append)
+    assert len(heard) == 1
+    assert heard[0].rays == walked["rays"]
+    assert heard[0].compared == pytest.approx(walked["compared"], rel=0.25)
+    assert heard[0] == photo.photo_work(hull(), images, c2w, angle)  # the same sample, so the same plan
+    if hull is not cup_hull:
+        assert heard[0].compared > 1.5 * photo.photo_work(cup_hull(), images, c2w, angle).compared

@@ -166,12 +166,15 @@ def test_stages_that_run_otherwise_than_in_the_benchmark_say_so():
     result = reconstruct(
         s.images, s.c2w, s.camera_angle_x, options,
         progress=lambda stage, fraction: heard.append(("progress", stage, fraction)),
-        plan=lambda stage, seconds, way: heard.append(("plan", stage, seconds, way)),
+        plan=lambda stage, seconds, way, of_object=False: heard.append(("plan", stage, seconds, way) + (("of the object",) if of_object else ())),
     )
     planned = [event[1:] for event in heard if event[0] == "plan"]
     assert ("photo", ONE_WORKER_SECONDS["photo"], Way.ONE_WORKER) in planned
+    # Then, as it starts, from the work it sampled: still one view at a time.
+    sampled = [event for event in planned if event[0] == "photo" and event[-1] == "of the object"]
+    assert len(sampled) == 1 and sampled[0][2] is Way.ONE_WORKER and sampled[0][1] > 0
     assert ("texture", ONE_WORKER_SECONDS["texture"], Way.ONE_WORKER) in planned  # the bake one chunk at a time
-    uv = [(seconds, way) for stage, seconds, way in planned if stage == "uv"]
+    uv = [(seconds, way) for stage, seconds, way, *_ in planned if stage == "uv"]
     assert uv[-1][0] == pytest.approx(unwrap_seconds(len(result.faces), beside=False), rel=0.2)  # in proportion to the faces
     assert uv[-1][1] is Way.AFTER_THE_FIT
     first = heard.index(("progress", "carve", 0.0))
@@ -179,3 +182,4 @@ def test_stages_that_run_otherwise_than_in_the_benchmark_say_so():
     two = []
     reconstruct(s.images, s.c2w, s.camera_angle_x, dataclasses.replace(options, threads=2), plan=lambda *planned: two.append(planned))
     assert not [plan for plan in two if plan[2] is Way.ONE_WORKER]
+    assert [plan[:3] for plan in two if plan[0] == "photo" and plan[3]] == [("photo", pytest.approx(sampled[0][1] * STAGE_SECONDS["photo"] / ONE_WORKER_SECONDS["photo"], rel=0.01), Way.BENCHMARK)]

@@ -26,12 +26,12 @@ from typing import Iterator
 import numpy as np
 
 from ..cpu_share import CpuShare
-from ..progress import ONE_WORKER_SECONDS, STAGE_SECONDS, STILL_WORKING, PlanFn, ProgressFn, Way, no_plan, no_progress, sub_progress, unwrap_seconds
-from .carve import Silhouettes, carve
+from ..progress import ONE_WORKER_SECONDS, STAGE_SECONDS, STILL_WORKING, PlanFn, ProgressFn, Way, no_plan, no_progress, photo_seconds, sub_progress, unwrap_seconds
+from .carve import HullGrid, Silhouettes, carve
 from .export import export_glb
 from .light import SGLight, benchmark_view
 from .mesh import decimate, drop_coincident_faces, extract_surface, largest_component, taubin_smooth, vertex_normals
-from .photo import PhotoOptions, photo_carve
+from .photo import PhotoOptions, PhotoWork, photo_carve, photo_work
 from .refine import RefineOptions, linear_to_srgb, refine, resolve_device, srgb_to_linear
 from .sds import SDSGuide
 from .texels import texel_surface
@@ -181,10 +181,11 @@ class _Stages:
         self.planned: dict[str, tuple[float, Way]] = {}  # what the clock has heard, by stage
         self.seconds: dict[str, float] = {}
 
-    def plan(self, name: str, seconds: float, way: Way = Way.BENCHMARK) -> None:
-        """Tell the progress clock that stage ``name`` will take ``seconds`` at the benchmark's pace, run ``way``."""
+    def plan(self, name: str, seconds: float, way: Way = Way.BENCHMARK, of_object: bool = False) -> None:
+        """Tell the progress clock that stage ``name`` will take ``seconds`` at the benchmark's
+        pace, run ``way`` (``of_object``: measured from this object's own work)."""
         self.planned[name] = (seconds, way)
-        self._plan(name, seconds, way)
+        self._plan(name, seconds, way, of_object)
 
     def runs_otherwise(self, name: str) -> bool:
         """Whether stage ``name`` was last planned to run otherwise than in the benchmark."""
@@ -205,28 +206,10 @@ def _reconstruct(
 ) -> ReconstructionResult:
     progress = stage.progress
 
-    drifted = False  # the views needed levelling or registering
     device = resolve_device(options.device)
     _plan_workers(stage, options, device)  # the clock's first estimate knows how the job will run
     with stage("carve"):
-        ends = _REGISTERED_CARVE_SHARES if options.register_views else _CARVE_SHARES
-        silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
-        progress("carve", ends[0])
-        grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[0], ends[1]))
-        if options.register_views:
-            # Generated views drift in exposure and disagree by a pixel or two: level and
-            # register them on the hull's rough surface, then carve again from the
-            # registered silhouettes. Views that already agree come back unchanged.
-            rough_v, rough_f = decimate(*extract_surface(grid, options.field_smoothing), _REGISTER_FACES)
-            with stage.cpu.at_most(1):  # threads of its own, one view each: the free CPUs
-                registered, gains, shifts = register_views(rough_v, rough_f, images, c2w, camera_angle_x, workers=stage.cpu.threads)
-            if np.abs(shifts).max() > _REGISTERED_SHIFT_PX or np.abs(gains - 1.0).max() > _REGISTERED_GAIN:
-                log.info("views registered: gains %.3f-%.3f, shifts up to %.2f px", gains.min(), gains.max(), np.abs(shifts).max())
-                images, drifted = registered, True
-                progress("carve", ends[2])
-                silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
-                progress("carve", ends[3])
-                grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[3], 1.0))
+        grid, images, drifted = _visual_hull(images, c2w, camera_angle_x, options, stage)
 
     # Photo carving and the light fit run many small torch operations: on the CPU a second
     # thread's wake-up costs more than its share saves (duck, 2-core CPU: photo 1.5-2.0 s on
@@ -241,10 +224,11 @@ def _reconstruct(
                 images,
                 c2w,
                 camera_angle_x,
-                PhotoOptions(alpha_threshold=options.alpha_threshold, **({"surface_weight": _DRIFTED_SURFACE_WEIGHT} if drifted else {})),
+                _photo_options(options, drifted),
                 device=device,
                 on_progress=lambda f: progress("photo", f),
                 workers=workers,
+                on_work=lambda work: _plan_photo(stage, work),
             ).grid
 
     # Every unwrap runs in a helper process: xatlas holds the GIL (the server's thread would
@@ -279,6 +263,61 @@ def _reconstruct(
         stop_helper(helper)
         if beside is not None:
             beside.close()
+
+
+def _visual_hull(
+    images: np.ndarray, c2w: np.ndarray, camera_angle_x: float, options: ReconstructionOptions, stage: _Stages
+) -> tuple[HullGrid, np.ndarray, bool]:
+    """The carve stage: the views' visual hull, the views (registered where they needed
+    it) and whether they did (drifted in exposure, or disagreeing by a pixel or two)."""
+    progress = stage.progress
+    ends = _REGISTERED_CARVE_SHARES if options.register_views else _CARVE_SHARES
+    silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
+    progress("carve", ends[0])
+    grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[0], ends[1]))
+    if not options.register_views:
+        return grid, images, False
+    # Generated views drift in exposure and disagree by a pixel or two: level and
+    # register them on the hull's rough surface, then carve again from the
+    # registered silhouettes. Views that already agree come back unchanged.
+    rough_v, rough_f = decimate(*extract_surface(grid, options.field_smoothing), _REGISTER_FACES)
+    with stage.cpu.at_most(1):  # threads of its own, one view each: the free CPUs
+        registered, gains, shifts = register_views(rough_v, rough_f, images, c2w, camera_angle_x, workers=stage.cpu.threads)
+    if np.abs(shifts).max() <= _REGISTERED_SHIFT_PX and np.abs(gains - 1.0).max() <= _REGISTERED_GAIN:
+        return grid, images, False
+    log.info("views registered: gains %.3f-%.3f, shifts up to %.2f px", gains.min(), gains.max(), np.abs(shifts).max())
+    progress("carve", ends[2])
+    silhouettes = Silhouettes.from_masks(registered[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
+    progress("carve", ends[3])
+    return carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[3], 1.0)), registered, True
+
+
+def _photo_options(options: ReconstructionOptions, drifted: bool) -> PhotoOptions:
+    return PhotoOptions(alpha_threshold=options.alpha_threshold, **({"surface_weight": _DRIFTED_SURFACE_WEIGHT} if drifted else {}))
+
+
+def planned_photo_work(images: np.ndarray, c2w: np.ndarray, camera_angle_x: float, options: ReconstructionOptions = ReconstructionOptions()) -> PhotoWork:
+    """What a Make Mesh of these views will sample of its photo carving to plan the stage
+    (the ETA benchmarks keep it with each run, so the progress clock can be replayed)."""
+    images, c2w = _check_inputs(images, c2w, camera_angle_x)
+    images, c2w = views_with_a_subject(images, c2w, options.alpha_threshold)
+    cpu = CpuShare(options.threads)
+    try:
+        grid, images, drifted = _visual_hull(images, c2w, camera_angle_x, options, _Stages(no_progress, cpu))
+    finally:
+        cpu.restore()
+    return photo_work(grid, images, c2w, camera_angle_x, _photo_options(options, drifted), resolve_device(options.device))
+
+
+def _plan_photo(stage: _Stages, work: PhotoWork) -> None:
+    """Plan photo carving from the work it sampled: its time follows the hull's depth along
+    the rays whose entry does not match, which nothing before the stage foretells (tiles'
+    took 3x the typical object's, from views that cost as much)."""
+    seconds = photo_seconds(work.rays, work.compared)
+    if stage.runs_otherwise("photo"):  # one view at a time
+        stage.plan("photo", seconds * ONE_WORKER_SECONDS["photo"] / STAGE_SECONDS["photo"], Way.ONE_WORKER, of_object=True)
+    else:
+        stage.plan("photo", seconds, of_object=True)
 
 
 def _plan_workers(stage: _Stages, options: ReconstructionOptions, device) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..progress import (
-    BENCHMARK_FACES, BUSY_WAYS, JOB_STAGES, ONE_WORKER_SECONDS, RATIO_KEYS, STAGE_SECONDS, StageClock, Way, object_scale, ratio_key, unwrap_seconds, way_scale,
+    BENCHMARK_FACES, BUSY_WAYS, JOB_STAGES, ONE_WORKER_SECONDS, RATIO_KEYS, STAGE_SECONDS, StageClock, Way, ratio_key, unwrap_seconds, way_scale,
 )
 
 log = logging.getLogger("blend123.worker")
@@ -140,7 +140,7 @@ class StageMemory:
         # A planned stage was weighed in benchmark seconds by its plan; the object's cost,
         # where the job knew it, is the object's, not the machine's.
         bench = {
-            stage: clock.planned.get(stage, STAGE_SECONDS.get(stage, 1.0)) * object_scale(stage, clock.object_cost)
+            stage: clock.planned.get(stage, STAGE_SECONDS.get(stage, 1.0)) * clock.object_share(stage)
             for stage in clock.stage_seconds
         }
         if sum(bench.values()) <= 0 or clock.load <= 0:
