@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from blend123.backend.device import describe_device
-from blend123.backend.progress import _OWN_CPU_BESIDE, FIXED_COST_STAGES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, load_pace, photo_seconds, quiet_machine, unwrap_seconds, way_scale
+from blend123.backend.progress import _OWN_CPU_BESIDE, FIXED_COST_STAGES, JOB_STAGES, ONE_WORKER_SECONDS, STAGE_SECONDS, StageClock, Way, load_pace, photo_fractions, photo_seconds, quiet_machine, unwrap_seconds, way_scale
 from blend123.backend.server.stage_memory import _LEARN_RATE, _LEARN_RATE_SHOWN, StageMemory, _toward
 from blend123.protocol.job_progress import ChainProgress, orbit_share
 from blend123.protocol.messages import Orbit, Progress, Reconstruct
@@ -114,6 +114,10 @@ def test_a_stage_planned_from_the_object_s_own_work_is_not_scaled_by_its_cost():
     and a job whose photo carving took its plan teaches the machine nothing about photo."""
     planned = photo_seconds(60_000, 900_000)
     assert planned > photo_seconds(60_000, 100_000) > photo_seconds(30_000, 100_000) > 0
+    # The stage's own bar moves in proportion too: a small job's set-up is a larger share.
+    small, large = photo_fractions([1500] * 20, 40_000), photo_fractions([3000] * 20, 2_000_000)
+    assert small == sorted(small) and large == sorted(large) and small[-1] < 1.0 and large[-1] < 1.0
+    assert small[0] > 3 * large[0] and small[1] - small[0] == pytest.approx(small[2] - small[1])
     costly = StageClock("reconstruct", object_cost=2.0)
     costly.plan("photo", planned, of_object=True)
     assert costly.weights["photo"] == pytest.approx(planned)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from .recon_fixtures import scene
 
-from blend123.backend.progress import JobCancelled
+from blend123.backend.progress import JobCancelled, photo_fractions
 from benchmarks.quality import synthetic
 from blend123.backend.reconstruction.carve import HullGrid, Silhouettes, carve
 from blend123.backend.reconstruction import photo
-from blend123.backend.reconstruction.photo import _SHARES, PhotoOptions, photo_carve
+from blend123.backend.reconstruction.photo import PhotoOptions, photo_carve
 
 SIZE = 128
 RESOLUTION = 80
@@ -105,9 +105,11 @@ def test_a_flat_coloured_convex_object_keeps_its_hull():
 def test_progress_per_view_and_cancel():
     images, c2w, angle = cup_views()
     seen: list[float] = []
-    photo_carve(cup_hull(), images[:6], c2w[:6], angle, on_progress=seen.append)
-    start, end = _SHARES  # the set-up, then one step per view, then deciding the votes
-    assert seen == pytest.approx([start] + [start + (end - start) * (i + 1) / 6 for i in range(6)] + [1.0])
+    heard: list[photo.PhotoWork] = []
+    photo_carve(cup_hull(), images[:6], c2w[:6], angle, on_progress=seen.append, on_work=heard.append)
+    # The set-up, then one step per view as its rays foretell, then deciding the votes.
+    assert seen == pytest.approx(photo_fractions(list(heard[0].view_rays), heard[0].compared) + [1.0])
+    assert len(seen) == 8 and seen == sorted(seen) and 0 < seen[0] and seen[-2] < 1.0
 
     def cancel(fraction: float) -> None:
         if fraction > 0.3:
@@ -143,8 +145,11 @@ def test_cancel_with_views_side_by_side_starts_no_more_views(monkeypatch):
     walk_view = photo._Walker.walk_view
     monkeypatch.setattr(photo._Walker, "walk_view", lambda self, i, *a: started.append(i) or walk_view(self, i, *a))
 
+    reported: list[float] = []
+
     def cancel(fraction: float) -> None:
-        if fraction > _SHARES[0]:  # past the set-up: a view is done
+        reported.append(fraction)
+        if len(reported) > 1:  # past the set-up: a view is done
             raise JobCancelled()
 
     with pytest.raises(JobCancelled):

@@ -41,6 +41,7 @@ from scipy import ndimage
 
 from blend123.protocol.camera import focal_px, pixel_rays
 
+from ..progress import photo_fractions
 from .carve import HullGrid
 from .parallel import in_order
 from .projection import camera_to_pixels, world_to_camera
@@ -48,10 +49,6 @@ from .projection import camera_to_pixels, world_to_camera
 
 #: Rays per batch: bounds the memory of the (rays x steps x patch pixels) cost tensors.
 _RAY_CHUNK = 2048
-#: Where the set-up (blurred colours, vote grids) and the views end, as fractions of
-#: :func:`photo_carve` (duck and mug, 2-core CPU, every step timed; the first view ends
-#: late with two at once).
-_SHARES = (0.06, 0.92)
 
 
 @dataclass
@@ -83,8 +80,12 @@ class PhotoWork:
     match on most rays, so they are walked through a thick box: 3x the time of an object
     with as many mask pixels)."""
 
-    rays: int  # rays the views cast
+    view_rays: tuple[int, ...]  # rays each view casts
     compared: float  # patch points the rays will compare, estimated from a sample of them
+
+    @property
+    def rays(self) -> int:
+        return sum(self.view_rays)
 
 
 #: Rays sampled from each of a few views to estimate :class:`PhotoWork`: the entry test
@@ -122,8 +123,11 @@ def photo_carve(
     starts, so a progress clock can plan the stage.
     """
     walker = _Walker(hull, images, c2w, camera_angle_x, options, torch.device(device))
-    on_work(walker.work())
-    on_progress(_SHARES[0])
+    work = walker.work()
+    on_work(work)
+    # The set-up, then each view, in proportion to the time the work sampled foretells.
+    fractions = photo_fractions(list(work.view_rays), work.compared)
+    on_progress(fractions[0])
     votes = _Votes.on(walker.hull, options.vote_stride)
     depths = []
     count = len(images)
@@ -134,7 +138,7 @@ def photo_carve(
             votes.surface += view_surface
             votes.views += (view_free > 0).to(votes.views.dtype)
             depths.append(depth)
-            on_progress(_SHARES[0] + (_SHARES[1] - _SHARES[0]) * (i + 1) / count)
+            on_progress(fractions[i + 1])
     free = votes.decide(options)
     field_np = _carved_field(hull, free, options.vote_stride, options.margin_voxels)
     on_progress(1.0)
@@ -210,7 +214,7 @@ class _Walker:
         spread over the orbit: the rays whose entry fails are walked through the hull, and
         the hull's depth along them is what the stage's time follows."""
         pixels = [self.rays_of(i) for i in range(self.count)]
-        rays = sum(len(p) for p in pixels)
+        view_rays = tuple(len(p) for p in pixels)
         spread = np.linspace(0, self.count - 1, min(self.count, _WORK_SAMPLE_VIEWS)).round().astype(int)
         sampled = [int(i) for i in spread if len(pixels[i])]
         rng = np.random.default_rng(0)  # the same sample, so the same plan, for the same views
@@ -221,7 +225,8 @@ class _Walker:
             # Every ray that enters the hull compares its entry; a walked one each step behind it.
             compared = ray.inside.any(1).sum() + (ray.inside & ~ray.at_entry)[ray.walk].sum()
             per_ray.append(float(compared) / len(yx))
-        return PhotoWork(rays, rays * float(np.mean(per_ray)) if per_ray else float(rays))
+        rays = sum(view_rays)
+        return PhotoWork(view_rays, rays * float(np.mean(per_ray)) if per_ray else float(rays))
 
 
 @dataclass
