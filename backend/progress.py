@@ -53,6 +53,8 @@ ProgressFn = Callable[[str, float], None]
 #: The fraction a stage reports while it waits on work it cannot count (another process's):
 #: it is still at work and can be cancelled, and nothing moves on the bar.
 STILL_WORKING = -1.0
+
+
 class PlanFn(Protocol):
     """``plan(stage, seconds, way, of_object)``: a stage will take ``seconds`` at the
     benchmark's pace, run ``way``; ``of_object``: the seconds were measured from this

@@ -191,8 +191,12 @@ class _Walker:
         o, d = pixel_rays(self.c2w[i], self.camera_angle_x, self.width, self.height)
 
         def batch(yx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            as_tensor = lambda a, dtype=torch.float32: torch.as_tensor(a, dtype=dtype, device=self.device)
-            return as_tensor(yx, torch.long), as_tensor(o[yx[:, 0], yx[:, 1]]), as_tensor(d[yx[:, 0], yx[:, 1]])
+            rows, cols = yx[:, 0], yx[:, 1]
+            return (
+                torch.as_tensor(yx, dtype=torch.long, device=self.device),
+                torch.as_tensor(o[rows, cols], dtype=torch.float32, device=self.device),
+                torch.as_tensor(d[rows, cols], dtype=torch.float32, device=self.device),
+            )
 
         return batch
 
