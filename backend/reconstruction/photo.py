@@ -74,11 +74,10 @@ class PhotoOptions:
 
 @dataclass(frozen=True)
 class PhotoWork:
-    """What photo carving will do, sampled before it starts: its time follows it (about
-    42 us a ray plus 6 us a compared patch point on one thread, within 12% on five
-    objects), where the object's silhouettes do not (tiles' fine checker fails the entry
-    match on most rays, so they are walked through a thick box: 3x the time of an object
-    with as many mask pixels)."""
+    """What photo carving will do, sampled before it starts: its time follows it
+    (``progress.photo_seconds``), where the object's silhouettes do not (tiles' fine
+    checker fails the entry match on most rays, so they are walked through a thick box:
+    3x the time of an object with as many mask pixels)."""
 
     view_rays: tuple[int, ...]  # rays each view casts
     compared: float  # patch points the rays will compare, estimated from a sample of them
