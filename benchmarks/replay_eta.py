@@ -51,7 +51,8 @@ def replay_run(memory: StageMemory, events: list[Event], faces: int = 0, photo_w
     """One Make Mesh on ``memory`` (which learns from it): the bar's (worst, mean) relative
     ETA error once 10% is done until the last second, and the stage of the worst.
     ``faces``: the mesh's, where the report kept them: the uv stage is planned for them
-    once the mesh stage ends, as the pipeline plans it (the unwrap beside the fit).
+    once the carve stage ends, as the pipeline plans it from the hull's foreseen faces (the
+    unwrap beside the fit; ``mesh.surface_faces``, within 1% of the mesh's on the recorded objects).
     ``photo_work``: what photo carving sampled of its work (rays, compared), where the
     report kept it: the stage is planned from it as it starts, as the pipeline plans it."""
     end = events[-1][0] + _END_S
@@ -65,7 +66,7 @@ def replay_run(memory: StageMemory, events: list[Event], faces: int = 0, photo_w
         clock = memory.clock(kind, object_cost=object_cost)
         start = own[0][0] - _START_S
         for t, _, stage, fraction in own:
-            if faces and stage == "refine" and "uv" not in clock.planned:
+            if faces and job == 1 and stage not in ("load model", "carve") and "uv" not in clock.planned:
                 clock.plan("uv", unwrap_seconds(faces, beside=True))
             if photo_work and stage == "photo" and "photo" not in clock.planned:
                 clock.plan("photo", photo_seconds(photo_work["rays"], photo_work["compared"]), Way.BENCHMARK, of_object=True)

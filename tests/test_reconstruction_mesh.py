@@ -12,6 +12,7 @@ from blend123.backend.reconstruction.mesh import (
     extract_surface,
     largest_component,
     signed_volume,
+    surface_faces,
     taubin_smooth,
     vertex_normals,
 )
@@ -33,6 +34,22 @@ def test_marching_cubes_surface_sits_on_the_zero_level_and_faces_outward():
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 0.5, atol=0.01)
     assert signed_volume(v, f) > 0
     assert abs(signed_volume(v, f) - 4 / 3 * np.pi * 0.125) < 0.01
+
+
+def test_the_faces_of_a_surface_are_foreseen_before_it_is_made():
+    # The uv stage is planned from them as soon as the hull exists: a sphere, a thin rod
+    # (a table leg two voxels across) and the two together, each to within 1%.
+    sphere = _sphere_grid(n=60)
+    axes = sphere.origin[0] + sphere.spacing * np.arange(60)
+    x, y, z = np.meshgrid(axes, axes, axes, indexing="ij")
+    rod = HullGrid(sphere.origin, sphere.spacing, (1.1 * sphere.spacing - np.hypot(x - 0.6, y - 0.6)).astype(np.float32))
+    both = HullGrid(sphere.origin, sphere.spacing, np.maximum(sphere.field, rod.field))
+    for grid in (sphere, rod, both):
+        made = len(extract_surface(grid, smooth_sigma=0.5)[1])
+        assert abs(surface_faces(grid) - made) <= 0.01 * made, (surface_faces(grid), made)
+    assert surface_faces(both) > surface_faces(sphere) > 2000
+    # Nothing to part: no faces.
+    assert surface_faces(HullGrid(sphere.origin, sphere.spacing, np.full((8, 8, 8), -1.0, np.float32))) == 0
 
 
 def test_largest_component_drops_floaters():

@@ -30,7 +30,7 @@ from ..progress import ONE_WORKER_SECONDS, STAGE_SECONDS, STILL_WORKING, PlanFn,
 from .carve import HullGrid, Silhouettes, carve
 from .export import export_glb
 from .light import SGLight, benchmark_view
-from .mesh import decimate, drop_coincident_faces, extract_surface, largest_component, taubin_smooth, vertex_normals
+from .mesh import decimate, drop_coincident_faces, extract_surface, largest_component, surface_faces, taubin_smooth, vertex_normals
 from .photo import PhotoOptions, PhotoWork, photo_carve, photo_work
 from .refine import RefineOptions, linear_to_srgb, refine, resolve_device, srgb_to_linear
 from .sds import SDSGuide
@@ -207,9 +207,13 @@ def _reconstruct(
     progress = stage.progress
 
     device = resolve_device(options.device)
-    _plan_workers(stage, options, device)  # the clock's first estimate knows how the job will run
+    _plan_workers(stage, options, device, options.max_faces)  # the clock's first estimate knows how the job will run
     with stage("carve"):
         grid, images, drifted = _visual_hull(images, c2w, camera_angle_x, options, stage)
+    # The unwrap's time follows the mesh's faces, which the hull foretells: a chair's or a
+    # lamp's 23-25k are unwrapped before the fit ends, a 50k mesh's outlast it.
+    faces_foreseen = min(options.max_faces, surface_faces(grid))
+    _plan_unwrap(stage, options, faces_foreseen)
 
     # Photo carving and the light fit run many small torch operations: on the CPU a second
     # thread's wake-up costs more than its share saves (duck, 2-core CPU: photo 1.5-2.0 s on
@@ -217,7 +221,7 @@ def _reconstruct(
     # uses the free CPUs by walking that many views at once instead.
     with stage("photo"), stage.cpu.at_most(1):
         workers = stage.cpu.threads  # the free CPUs, measured as the stage started
-        _plan_workers(stage, options, device)  # again: other programs may have started or stopped
+        _plan_workers(stage, options, device, faces_foreseen)  # again: other programs may have started or stopped
         if options.photo_carving:
             grid = photo_carve(
                 grid,
@@ -230,6 +234,8 @@ def _reconstruct(
                 workers=workers,
                 on_work=lambda work: _plan_photo(stage, work),
             ).grid
+            faces_foreseen = min(options.max_faces, surface_faces(grid))  # carving may have opened the inside
+            _plan_unwrap(stage, options, faces_foreseen)
 
     # Every unwrap runs in a helper process: xatlas holds the GIL (the server's thread would
     # answer no ping meanwhile) and crashes the process on some meshes, which must not be
@@ -320,7 +326,15 @@ def _plan_photo(stage: _Stages, work: PhotoWork) -> None:
         stage.plan("photo", seconds, of_object=True)
 
 
-def _plan_workers(stage: _Stages, options: ReconstructionOptions, device) -> None:
+def _plan_unwrap(stage: _Stages, options: ReconstructionOptions, faces: int) -> None:
+    """Tell the clock the uv stage's time for a mesh of ``faces``: the wait for the unwrap
+    made beside the fit where a second CPU is free and the fit moves no vertex, else the
+    whole unwrap after it (the mesh stage plans it again once the mesh is made)."""
+    beside = options.refine_offsets == 0 and stage.cpu.threads >= 2
+    stage.plan("uv", unwrap_seconds(faces, beside=beside), Way.BENCHMARK if beside else Way.AFTER_THE_FIT)
+
+
+def _plan_workers(stage: _Stages, options: ReconstructionOptions, device, faces: int) -> None:
     """Tell the clock how photo carving, the unwrap and the bake will run on the CPUs free
     now: on one worker, one view (chunk) at a time and the unwrap after the fit, when there
     is no second one. Planned from the first stage, so that the estimate does not jump when
@@ -329,7 +343,7 @@ def _plan_workers(stage: _Stages, options: ReconstructionOptions, device) -> Non
     if stage.cpu.threads < 2:
         if device.type == "cpu":  # on a GPU photo carving does not walk the views on threads
             stage.plan("photo", ONE_WORKER_SECONDS["photo"], Way.ONE_WORKER)
-        stage.plan("uv", unwrap_seconds(options.max_faces, beside=False), Way.AFTER_THE_FIT)
+        _plan_unwrap(stage, options, faces)
         stage.plan("texture", ONE_WORKER_SECONDS["texture"], Way.ONE_WORKER)
         return
     for name in ("photo", "texture"):  # planned on one worker before: a CPU came free since
