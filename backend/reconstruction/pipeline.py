@@ -214,7 +214,7 @@ def _reconstruct(
         grid, images, drifted = _visual_hull(images, c2w, camera_angle_x, options, stage)
     # The unwrap's time follows the mesh's faces, which the hull foretells: a chair's or a
     # lamp's 23-25k are unwrapped before the fit ends, a 50k mesh's outlast it.
-    faces_foreseen = min(options.max_faces, surface_faces(grid))
+    faces_foreseen = _faces_foreseen(grid, options)
     _plan_unwrap(stage, options, faces_foreseen)
 
     # Photo carving and the light fit run many small torch operations: on the CPU a second
@@ -236,8 +236,7 @@ def _reconstruct(
                 workers=workers,
                 on_work=lambda work: _plan_photo(stage, work),
             ).grid
-            faces_foreseen = min(options.max_faces, surface_faces(grid))  # carving may have opened the inside
-            _plan_unwrap(stage, options, faces_foreseen)
+            _plan_unwrap(stage, options, _faces_foreseen(grid, options))  # carving may have opened the inside
 
     # Every unwrap runs in a helper process: xatlas holds the GIL (the server's thread would
     # answer no ping meanwhile) and crashes the process on some meshes, which must not be
@@ -260,7 +259,7 @@ def _reconstruct(
             vertices, faces = largest_component(*drop_coincident_faces(vertices, faces), _KEEP_PART_FRACTION)
 
         unwrap_args = (options.texture_size, options.uv_padding, options.max_chart_area_fraction)
-        if options.refine_offsets == 0 and stage.cpu.threads >= 2:
+        if _unwrap_beside_the_fit(stage, options):
             normals = vertex_normals(vertices, faces) if guide is None else None
             beside, helper = UnwrapBeside(vertices, faces, *unwrap_args, normals=normals, helper=helper), None
             if beside.pid is not None:  # the one started ahead, or another if that one died
@@ -328,11 +327,22 @@ def _plan_photo(stage: _Stages, work: PhotoWork) -> None:
         stage.plan("photo", seconds, of_object=True)
 
 
+def _unwrap_beside_the_fit(stage: _Stages, options: ReconstructionOptions) -> bool:
+    """Whether the unwrap is made beside the light fit: a second CPU is free and the fit
+    moves no vertex (else it is made after the fit, of the fitted mesh)."""
+    return options.refine_offsets == 0 and stage.cpu.threads >= 2
+
+
+def _faces_foreseen(grid: HullGrid, options: ReconstructionOptions) -> int:
+    """The faces the mesh stage will make of ``grid``: its surface's, within the budget."""
+    return min(options.max_faces, surface_faces(grid))
+
+
 def _plan_unwrap(stage: _Stages, options: ReconstructionOptions, faces: int) -> None:
     """Tell the clock the uv stage's time for a mesh of ``faces``: the wait for the unwrap
-    made beside the fit where a second CPU is free and the fit moves no vertex, else the
-    whole unwrap after it (the mesh stage plans it again once the mesh is made)."""
-    beside = options.refine_offsets == 0 and stage.cpu.threads >= 2
+    made beside the fit, else the whole unwrap after it (the mesh stage plans it again once
+    the mesh is made)."""
+    beside = _unwrap_beside_the_fit(stage, options)
     stage.plan("uv", unwrap_seconds(faces, beside=beside), Way.BENCHMARK if beside else Way.AFTER_THE_FIT)
 
 
