@@ -422,16 +422,17 @@ def write_file_atomically(path: Path, data: bytes) -> None:
 
 
 def _collect_views(client: Client, request: Message, output: Path, quiet: bool, bar: JobBar | None = None) -> list[View]:
-    output.mkdir(parents=True, exist_ok=True)
     views: list[View] = []
     for event in run_job(client, request, quiet, bar):
         if isinstance(event, View):
+            output.mkdir(parents=True, exist_ok=True)  # only once there is a view: a refused job leaves no folder
             save_rgba(output / f"view_{event.index:03d}.png", event.image)
             views.append(event)
     frames = [
         {"file_path": f"view_{v.index:03d}.png", "transform_matrix": v.c2w.astype(float).tolist(), "elevation": v.elevation, "azimuth": v.azimuth}
         for v in views
     ]
+    output.mkdir(parents=True, exist_ok=True)
     # The intrinsics of the pixels as returned (the asking camera's lens, non-square frames too).
     write_transforms(output / "transforms.json", views[0].intrinsics() if views else math.radians(DEFAULT_FOV_DEG), frames)
     return views

@@ -67,19 +67,20 @@ def test_commands_against_a_running_server(serve_process, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["views", "no/such/image.png", "--azimuth", "90", "-o", "x"], "no/such/image.png"),
-        (["reconstruct", "no/such/transforms.json", "-o", "x.glb"], "transforms.json"),
-        (["views", "{examples}/duck.png", "--azimuth", "90", "-o", "x", "--model", "sv3d-nope"], "unknown model"),
-        (["views", "{examples}/duck.png", "--azimuth", "90", "-o", "x", "--server", "tcp://127.0.0.1:9"], "nothing is listening"),
+        (["views", "no/such/image.png", "--azimuth", "90", "-o", "{tmp}/x"], "no/such/image.png"),
+        (["reconstruct", "no/such/transforms.json", "-o", "{tmp}/x.glb"], "transforms.json"),
+        (["views", "{examples}/duck.png", "--azimuth", "90", "-o", "{tmp}/x", "--model", "sv3d-nope"], "unknown model"),
+        (["views", "{examples}/duck.png", "--azimuth", "90", "-o", "{tmp}/x", "--server", "tcp://127.0.0.1:9"], "nothing is listening"),
     ],
 )
 def test_errors_are_clear_and_exit_non_zero(args, message, tmp_path):
-    args = [a.replace("{examples}", str(EXAMPLES)) for a in args]
+    args = [a.replace("{examples}", str(EXAMPLES)).replace("{tmp}", str(tmp_path)) for a in args]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     result = blend123(*args, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.glb").exists()  # a refused job leaves nothing behind
     result = blend123("views", broken, "--azimuth", "0", "-o", tmp_path / "y")
     assert result.returncode != 0 and "fix:" in result.stderr and "Traceback" not in result.stderr
 
