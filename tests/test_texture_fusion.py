@@ -263,13 +263,32 @@ def test_shifts_are_kept_only_where_they_bring_the_views_together():
         views_ = _views(v, f, images, c2w, ANGLE)
         for view, shift in zip(views_, given):
             view.shift = shift.copy()
-        _keep_shifts_that_help(views_, [view.project(p, n) for view in views_], p.shape[1])
+        _keep_shifts_that_help(views_, [view.project(p, n) for view in views_], p.shape[1], texture_module._SHIFTS_MIN_AGREEMENT_GAIN)
         return np.stack([view.shift for view in views_])
 
     consistent = views(checker)
     assert np.abs(checked(*consistent, shifts)).max() == 0.0  # moved apart: dropped
     misregistered = views(checker, shifts)
     np.testing.assert_array_equal(checked(*misregistered, shifts), shifts)  # brought together: kept
+
+
+def test_views_registered_before_keep_the_bakes_small_refinements():
+    """Drifted views are registered in the carve stage; what the bake's fit adds on the
+    final mesh is a few tenths of a pixel, which through the views' noise (here) or a
+    rough surface's error (in a pipeline) cannot cut their disagreement by a tenth. Views
+    registered before keep it and come out closer to the truth; views that agreed from the
+    start keep the stricter gate."""
+    rng = np.random.default_rng(3)
+    angles = rng.uniform(0, 2 * np.pi, len(POSES))
+    shifts = np.stack([0.2 * np.cos(angles), 0.2 * np.sin(angles)], axis=1)
+    images, c2w = views(checker, shifts)
+    images[..., :3] = np.clip(np.rint(images[..., :3] + rng.normal(0, 24, images[..., :3].shape)), 0, 255).astype(np.uint8)
+    v, f = card()
+    surface = texels()
+    truth = checker(surface.positions[:, 0], surface.positions[:, 2])
+    strict = psnr(bake(surface, v, f, images, c2w, ANGLE)[0], truth)
+    refined = psnr(bake(surface, v, f, images, c2w, ANGLE, registered=True)[0], truth)
+    assert refined > strict + 0.03, (refined, strict)
 
 
 def test_threads_change_nothing_in_the_bake_or_the_registration():

@@ -211,7 +211,7 @@ def _reconstruct(
     device = resolve_device(options.device)
     _plan_workers(stage, options, device, options.max_faces)  # the clock's first estimate knows how the job will run
     with stage("carve"):
-        grid, images, drifted = _visual_hull(images, c2w, camera_angle_x, options, stage)
+        grid, images, drift = _visual_hull(images, c2w, camera_angle_x, options, stage)
     # The unwrap's time follows the mesh's faces, which the hull foretells: a chair's or a
     # lamp's 23-25k are unwrapped before the fit ends, a 50k mesh's outlast it.
     faces_foreseen = _faces_foreseen(grid, options)
@@ -230,7 +230,7 @@ def _reconstruct(
                 images,
                 c2w,
                 camera_angle_x,
-                _photo_options(options, drifted),
+                _photo_options(options, drift.drifted),
                 device=device,
                 on_progress=lambda f: progress("photo", f),
                 workers=workers,
@@ -265,38 +265,51 @@ def _reconstruct(
             if beside.pid is not None:  # the one started ahead, or another if that one died
                 stage.cpu.count_as_own(beside.pid)
         stage.plan("uv", unwrap_seconds(len(faces), beside=beside is not None), Way.BENCHMARK if beside is not None else Way.AFTER_THE_FIT)
-        return _refine_and_finish(images, c2w, camera_angle_x, options, stage, guide, vertices, faces, beside, unwrap_args, helper)
+        return _refine_and_finish(images, c2w, camera_angle_x, options, stage, guide, vertices, faces, beside, unwrap_args, helper, drift.shifted)
     finally:
         stop_helper(helper)
         if beside is not None:
             beside.close()
 
 
+@dataclass(frozen=True)
+class _Drift:
+    """What registering the views found them to need."""
+
+    levelled: bool = False  # exposure or white balance drifting between them
+    shifted: bool = False  # images disagreeing by a pixel or two
+
+    @property
+    def drifted(self) -> bool:
+        return self.levelled or self.shifted
+
+
 def _visual_hull(
     images: np.ndarray, c2w: np.ndarray, camera_angle_x: float, options: ReconstructionOptions, stage: _Stages
-) -> tuple[HullGrid, np.ndarray, bool]:
+) -> tuple[HullGrid, np.ndarray, _Drift]:
     """The carve stage: the views' visual hull, the views (registered where they needed
-    it) and whether they did (drifted in exposure, or disagreeing by a pixel or two)."""
+    it) and what they needed."""
     progress = stage.progress
     ends = _REGISTERED_CARVE_SHARES if options.register_views else _CARVE_SHARES
     silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
     progress("carve", ends[0])
     grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[0], ends[1]))
     if not options.register_views:
-        return grid, images, False
+        return grid, images, _Drift()
     # Generated views drift in exposure and disagree by a pixel or two: level and
     # register them on the hull's rough surface, then carve again from the
     # registered silhouettes. Views that already agree come back unchanged.
     rough_v, rough_f = decimate(*extract_surface(grid, options.field_smoothing), _REGISTER_FACES)
     with stage.cpu.at_most(1):  # threads of its own, one view each: the free CPUs
         registered, gains, shifts = register_views(rough_v, rough_f, images, c2w, camera_angle_x, workers=stage.cpu.threads)
-    if np.abs(shifts).max() <= _REGISTERED_SHIFT_PX and np.abs(gains - 1.0).max() <= _REGISTERED_GAIN:
-        return grid, images, False
+    drift = _Drift(levelled=np.abs(gains - 1.0).max() > _REGISTERED_GAIN, shifted=np.abs(shifts).max() > _REGISTERED_SHIFT_PX)
+    if not drift.drifted:
+        return grid, images, drift
     log.info("views registered: gains %.3f-%.3f, shifts up to %.2f px", gains.min(), gains.max(), np.abs(shifts).max())
     progress("carve", ends[2])
     silhouettes = Silhouettes.from_masks(registered[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
     progress("carve", ends[3])
-    return carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[3], 1.0)), registered, True
+    return carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[3], 1.0)), registered, drift
 
 
 def _photo_options(options: ReconstructionOptions, drifted: bool) -> PhotoOptions:
@@ -310,10 +323,10 @@ def planned_photo_work(images: np.ndarray, c2w: np.ndarray, camera_angle_x: floa
     images, c2w = views_with_a_subject(images, c2w, options.alpha_threshold)
     cpu = CpuShare(options.threads)
     try:
-        grid, images, drifted = _visual_hull(images, c2w, camera_angle_x, options, _Stages(no_progress, cpu))
+        grid, images, drift = _visual_hull(images, c2w, camera_angle_x, options, _Stages(no_progress, cpu))
     finally:
         cpu.restore()
-    return photo_work(grid, images, c2w, camera_angle_x, _photo_options(options, drifted), resolve_device(options.device))
+    return photo_work(grid, images, c2w, camera_angle_x, _photo_options(options, drift.drifted), resolve_device(options.device))
 
 
 def _plan_photo(stage: _Stages, work: PhotoWork) -> None:
@@ -375,9 +388,11 @@ def _refine_and_finish(
     beside: UnwrapBeside | None,
     unwrap_args: tuple,
     ahead: subprocess.Popen | None = None,
+    shifted: bool = False,
 ) -> ReconstructionResult:
     """The stages after the mesh; ``beside``: its unwrap, made beside the fit, else made
-    after it, in ``ahead`` (a helper started ahead) or one started then."""
+    after it, in ``ahead`` (a helper started ahead) or one started then. ``shifted``: the
+    carve stage registered the views' images (the bake refines that)."""
     progress = stage.progress
     light: SGLight | None = None
     fit = None
@@ -453,6 +468,7 @@ def _refine_and_finish(
             on_progress=sub_progress(progress, "texture", ends[0], ends[1]),
             align=options.register_views,  # views known to agree need no gain or shift fit
             workers=stage.cpu.threads,
+            registered=shifted,
         )
         if painted:
             # Texels no view saw: the SDS-painted albedo, lit as the views would show it,
