@@ -105,9 +105,10 @@ def bake(
     surface, unsplit). ``images`` are (N, H, W, 4) uint8 RGBA with alpha as the mask.
     ``weight`` is the texel's coverage by the views (sum of alpha x cosine; 0 = unseen).
     ``align`` fits per-view gains and shifts first (see the module); off, every view is
-    taken as given; ``registered`` says the views were registered before (they drifted),
-    so the shifts fitted here refine that and are kept if they bring the views together at
-    all. ``on_progress`` gets the fraction done as chunks of texels complete.
+    taken as given; ``registered`` says the views were moved onto each other before (by a
+    pixel or two), so the shifts fitted here refine that and are kept if they bring the
+    views together at all. ``on_progress`` gets the fraction done as chunks of texels
+    complete.
     ``workers`` > 1 does views and chunks of texels that many at once, in threads; the
     result does not depend on it.
     """
