@@ -127,26 +127,24 @@ def score_albedo(mesh: metrics.TexturedMesh, obj: EvalObject, supersample: int) 
     return metrics.albedo_error(predicted, coverage, truth)
 
 
+def _images_as_albedo(images, albedo) -> metrics.AlbedoScores:
+    """RGBA ``images`` scored as if their colour were the albedo (alpha as coverage)."""
+    predicted = [image[..., :3].astype(np.float64) / 255.0 for image in images]
+    coverage = [image[..., 3].astype(np.float64) / 255.0 for image in images]
+    return metrics.albedo_error(predicted, coverage, list(albedo))
+
+
 def score_views_as_albedo(obj: EvalObject) -> metrics.AlbedoScores:
     """The shaded views themselves taken as albedo (same pixels, same scale fit): the level
     a de-lit texture must beat to hold more albedo than the views it came from."""
-    predicted, coverage, truth = [], [], []
-    for views in (obj.input, obj.heldout):
-        for image, albedo in zip(views.images, views.albedo):
-            predicted.append(image[..., :3].astype(np.float64) / 255.0)
-            coverage.append(image[..., 3].astype(np.float64) / 255.0)
-            truth.append(albedo)
-    return metrics.albedo_error(predicted, coverage, truth)
+    return _images_as_albedo([*obj.input.images, *obj.heldout.images], [*obj.input.albedo, *obj.heldout.albedo])
 
 
 def score_given_views_as_albedo(obj: EvalObject, views) -> metrics.AlbedoScores:
     """The input views the reconstruction was given (``views``: the degraded ones, else the
     clean renders) taken as albedo over the input poses: what the texture starts from. A
     degraded view's subject is off by its 1-2 px shift, which a fine pattern pays for."""
-    images = obj.input.images if views is None else views[0]
-    predicted = [image[..., :3].astype(np.float64) / 255.0 for image in images]
-    coverage = [image[..., 3].astype(np.float64) / 255.0 for image in images]
-    return metrics.albedo_error(predicted, coverage, list(obj.input.albedo))
+    return _images_as_albedo(obj.input.images if views is None else views[0], obj.input.albedo)
 
 
 def evaluate(obj: EvalObject, result, supersample: int) -> dict:
