@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import trimesh
 
 from blend123.backend.reconstruction.carve import HullGrid
 from blend123.backend.reconstruction.mesh import (
+    HullParts,
     decimate,
     drop_coincident_faces,
     extract_surface,
     largest_component,
     signed_volume,
     surface_faces,
+    surface_points,
     taubin_smooth,
     vertex_normals,
 )
@@ -63,6 +66,28 @@ def test_largest_component_drops_floaters():
     assert np.abs(kept_v).max() <= 1.0 + 1e-9
 
 
+def test_small_parts_the_hull_keeps_apart_stay_and_floaters_cut_off_the_body_go():
+    """A stretcher the masks carve as pieces of its own is subject; a piece that photo
+    carving cut loose of the body's voxels is a floater, though both are small."""
+    n, spacing = 48, 1.6 / 47
+    axes = -0.8 + spacing * np.arange(n)
+    x, y, z = np.meshgrid(axes, axes, axes, indexing="ij")
+
+    def ball(centre, radius):
+        return radius - np.sqrt((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2)
+
+    body, island = ball((0, 0, -0.1), 0.5), ball((0.7, 0, 0), 0.08)
+    hull = HullGrid(np.full(3, -0.8), spacing, np.maximum(body, island).astype(np.float32))
+    # Photo carving takes the body's cap off, leaving a small ball of it behind.
+    carved = np.maximum.reduce([np.minimum(body, 0.2 - z), island, ball((0, 0, 0.33), 0.08)])
+    v, f = extract_surface(HullGrid(hull.origin, spacing, carved.astype(np.float32)))
+    kept_v, _ = largest_component(v, f, 0.05, HullParts.of(hull))
+    assert (np.linalg.norm(kept_v - [0.7, 0, 0], axis=1) < 0.12).any()  # the island stays
+    assert not (np.linalg.norm(kept_v - [0, 0, 0.33], axis=1) < 0.12).any()  # the floater goes
+    plain_v, _ = largest_component(v, f, 0.05)
+    assert not (np.linalg.norm(plain_v - [0.7, 0, 0], axis=1) < 0.12).any()  # too small alone
+
+
 def test_back_to_back_faces_are_dropped_and_every_normal_is_unit():
     sphere = trimesh.creation.icosphere(subdivisions=2)
     # A fin: one triangle on three sphere vertices and its reverse, the fold a decimated
@@ -95,6 +120,25 @@ def test_decimate_respects_the_budget_and_keeps_the_shape():
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=0.02)
     v2, f2 = decimate(sphere.vertices, sphere.faces, 50_000)
     assert len(f2) == len(sphere.faces)
+
+
+def test_surface_points_spread_by_area_with_their_faces_normals():
+    """A box whose top is two big triangles and whose other faces are finely split: the
+    points fall on each part in proportion to its area, not to its vertices."""
+    box = trimesh.creation.box((1.0, 1.0, 0.2))
+    sides = trimesh.Trimesh(box.vertices, box.faces[np.abs(box.face_normals[:, 2]) < 0.5]).subdivide().subdivide()
+    top = box.faces[box.face_normals[:, 2] > 0.5]
+    bottom = box.faces[box.face_normals[:, 2] < -0.5]
+    mesh = trimesh.util.concatenate([sides, trimesh.Trimesh(box.vertices, np.concatenate([top, bottom]))])
+    points, normals = surface_points(mesh.vertices, mesh.faces, 20_000, seed=3)
+    on_top = points[:, 2] > 0.1 - 1e-6
+    assert abs(on_top.mean() - 1.0 / 2.8) < 0.02  # the top's share of the area (1 of 2.8)
+    np.testing.assert_allclose(normals[on_top], np.tile([0.0, 0.0, 1.0], (on_top.sum(), 1)), atol=1e-6)
+    assert np.abs(points).max(axis=0) == pytest.approx([0.5, 0.5, 0.1], abs=1e-6)  # on the box, not off it
+    again, _ = surface_points(mesh.vertices, mesh.faces, 20_000, seed=3)
+    np.testing.assert_array_equal(points, again)
+    empty, _ = surface_points(mesh.vertices, mesh.faces[:0], 10)
+    assert empty.shape == (0, 3)
 
 
 def test_unwrap_keeps_faces_and_gives_padded_charts():

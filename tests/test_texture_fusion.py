@@ -163,6 +163,42 @@ def test_views_registered_on_a_mesh_line_up_with_it():
     np.testing.assert_allclose(fitted_gains / np.median(fitted_gains, 0), gains / np.median(gains, 0), rtol=0.03)
 
 
+def test_a_mesh_with_few_vertices_is_registered_on_its_whole_surface():
+    """Without points given, the fit looks over the mesh's surface, not at its vertices:
+    a decimated hull leaves a flat part (a table's top; here the card, four corners)
+    nearly without vertices, and a fit there had nothing to go on (shifts left at 0)."""
+    rng = np.random.default_rng(4)
+    angles = rng.uniform(0, 2 * np.pi, len(POSES))
+    shifts = np.stack([1.5 * np.cos(angles), 1.5 * np.sin(angles)], axis=1)
+    images, c2w = views(checker, shifts)
+    v, f = card()
+    _, _, fitted = register_views(v, f, images, c2w, ANGLE, keep_placement=False)
+    np.testing.assert_allclose(fitted - np.median(fitted, 0), shifts - np.median(shifts, 0), atol=0.35)
+
+
+def test_a_part_seen_only_at_a_slant_is_registered():
+    """A thin flat part under an orbit's low elevations is seen at cosines of 0.3-0.45
+    only (the card here at 64-70 degrees off its normal): its views are fitted all the
+    same, not left where they were for want of texels seen face-on."""
+    poses = [(e, -90 + a) for e, a in [(0, 64), (5, -66), (-5, 68), (8, -64), (3, 66), (-8, -68), (6, 65)]]
+    rng = np.random.default_rng(5)
+    angles = rng.uniform(0, 2 * np.pi, len(poses))
+    shifts = np.stack([1.5 * np.cos(angles), 1.5 * np.sin(angles)], axis=1)
+    rendered = [render(smooth_checker, e, a, shifts[i]) for i, (e, a) in enumerate(poses)]
+    images, c2w = np.stack([r[0] for r in rendered]), np.stack([r[1] for r in rendered])
+    cosines = np.abs(c2w[:, 1, 3]) / np.linalg.norm(c2w[:, :3, 3], axis=1)
+    assert 0.3 < cosines.min() and cosines.max() < 0.45
+    v, f = card()
+    surface = texels(0.01)
+    _, _, fitted = register_views(v, f, images, c2w, ANGLE, surface.positions, surface.normals, keep_placement=False)
+    np.testing.assert_allclose(fitted - np.median(fitted, 0), shifts - np.median(shifts, 0), atol=0.4)
+
+
+def smooth_checker(x: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """A coarser checker (cells ~6 px across, ~2.5 px deep at a slant)."""
+    return checker(x, z, cell=0.1)
+
+
 def test_a_registered_view_is_moved_without_a_blur_of_its_own():
     """Registration moves each view by a fraction of a pixel; bilinear resampling there
     averages neighbours and washes a fine checker out before the bake sees it."""

@@ -5,6 +5,8 @@ faces counter-clockwise seen from outside.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import fast_simplification
 import numpy as np
 from scipy import ndimage, sparse
@@ -51,18 +53,54 @@ def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
 
 
-def largest_component(vertices: np.ndarray, faces: np.ndarray, keep_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def largest_component(
+    vertices: np.ndarray, faces: np.ndarray, keep_fraction: float = 0.0, apart: "HullParts | None" = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Keep the connected part with the most faces (drops floaters carved by mask noise),
     and every other part with at least ``keep_fraction`` of its faces (a thin leg that
-    came loose from the body is a part of the subject, not noise)."""
+    came loose from the body is a part of the subject, not noise), or, given ``apart``,
+    lying in a part of the visual hull apart from the body: every mask kept it there."""
     n = len(vertices)
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
     graph = sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     face_labels = labels[faces[:, 0]]
     sizes = np.bincount(face_labels)
-    keep = sizes[face_labels] >= max(sizes.max() * keep_fraction, 1) if keep_fraction > 0 else face_labels == sizes.argmax()
-    return compact(vertices, faces[keep])
+    if keep_fraction <= 0:
+        return compact(vertices, faces[face_labels == sizes.argmax()])
+    kept = sizes >= max(sizes.max() * keep_fraction, 1)
+    if apart is not None:
+        for part in np.flatnonzero(~kept & (sizes > 0)):
+            kept[part] = apart.holds(vertices[np.unique(faces[face_labels == part])])
+    return compact(vertices, faces[kept[face_labels]])
+
+
+@dataclass(frozen=True)
+class HullParts:
+    """The visual hull's voxels by connected part (26-neighbours): which parts stand apart
+    from its largest. A stretcher 1.5 px thin carves as a few pieces of its own, which the
+    masks all keep; what photo carving cuts loose of the body's voxels is a floater."""
+
+    grid: HullGrid
+    labels: np.ndarray  # (X, Y, Z) int: 0 outside, else the voxel's part
+    body: int  # the largest part's label
+
+    @classmethod
+    def of(cls, grid: HullGrid) -> "HullParts":
+        labels, count = ndimage.label(grid.field > 0, structure=np.ones((3, 3, 3), bool))
+        body = int(np.bincount(labels.ravel())[1:].argmax()) + 1 if count else 0
+        return cls(grid, labels, body)
+
+    def holds(self, points: np.ndarray) -> bool:
+        """Whether most hull voxels next to ``points`` (a mesh part's vertices, which lie
+        between voxel centres) belong to parts other than the body."""
+        cell = (np.asarray(points, np.float64) - self.grid.origin) / self.grid.spacing
+        corners = np.floor(cell).astype(np.int64)[:, None, :] + np.array(list(np.ndindex(2, 2, 2)))[None]
+        corners = corners.reshape(-1, 3)
+        inside = np.all((corners >= 0) & (corners < self.labels.shape), axis=1)
+        found = self.labels[tuple(corners[inside].T)]
+        found = found[found > 0]
+        return bool(found.size) and float(np.mean(found != self.body)) > 0.5
 
 
 def drop_coincident_faces(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +159,26 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[n
         return vertices, faces
     v, f = fast_simplification.simplify(vertices.astype(np.float64), faces.astype(np.int32), target_count=max_faces)
     return compact(np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64))
+
+
+def surface_points(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` points spread uniformly over the surface by area, with their faces' unit
+    normals: ``(points (count, 3), normals (count, 3))``, float32, the same for the same seed.
+    A decimated mesh's vertices crowd where it curves and leave its flat parts nearly
+    bare (a table's top), which is where a fit on vertices would look least."""
+    corners = np.asarray(vertices, np.float64)[faces]
+    cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    area = np.linalg.norm(cross, axis=1)
+    if len(faces) == 0 or area.sum() <= 0:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
+    rng = np.random.default_rng(seed)
+    face = rng.choice(len(faces), size=count, p=area / area.sum())
+    # Uniform in the triangle: sqrt on the first coordinate keeps the density even.
+    root, along = np.sqrt(rng.random(count)), rng.random(count)
+    weights = np.stack([1.0 - root, root * (1.0 - along), root * along], axis=1)
+    points = np.einsum("kc,kcd->kd", weights, corners[face])
+    normals = cross[face] / np.maximum(area[face], 1e-30)[:, None]
+    return points.astype(np.float32), normals.astype(np.float32)
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -355,6 +355,16 @@ def blob(kit: Kit):
     return kit.smooth(kit.union(box, ball))
 
 
+def table(kit: Kit):
+    """A top on four legs 2.5 px wide at 256 px and two stretchers thinner still: a
+    misregistration of 1-2 px (degraded views) is as wide as a leg."""
+    top = kit.box((0.62, 0.4, 0.03), (0, 0, 0.16), kit.material("table_top", checker(BLUE, WHITE, 10.0)))
+    wood = kit.material("table_wood", bands([BROWN, TAN], 0.06))
+    parts = [kit.box((0.012, 0.012, 0.5), (x, y, -0.095), wood) for x in (-0.27, 0.27) for y in (-0.16, 0.16)]
+    parts += [kit.box((0.54, 0.008, 0.008), (0, y, -0.2), wood) for y in (-0.16, 0.16)]
+    return kit.smooth(kit.union(top, *parts))
+
+
 def chair(kit: Kit):
     """(unseen) Seat, four thin legs, a slatted back: thin parts and see-through gaps."""
     seat = kit.box((0.42, 0.42, 0.05), (0, 0, -0.04), kit.material("chair_seat", checker(ORANGE, WHITE, 11.0)))
@@ -467,6 +477,7 @@ SEEN: list[ObjectSpec] = [
     ObjectSpec("blob", blob, STUDIO, "convex-ish, random colour cells"),
     ObjectSpec("tiles", tiles, STUDIO, "fine checker: a sharp texture"),
     ObjectSpec("kettle", kettle, STUDIO, "glossy (specular 1, roughness 0.12): a highlight"),
+    ObjectSpec("table", table, AFTERNOON, "legs and stretchers 1.5-2.5 px wide"),
 ]
 UNSEEN: list[ObjectSpec] = [
     ObjectSpec("chair", chair, AFTERNOON, "thin legs, slats, gaps"),
