@@ -1,4 +1,5 @@
-"""Thin parts survive: a table's legs one and a half voxels thick, from clean views and from views a pixel or two off."""
+"""Thin parts survive: a table's legs one and a half voxels thick, from clean views and
+from views a pixel or two off."""
 
 from __future__ import annotations
 
