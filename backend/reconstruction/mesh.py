@@ -163,22 +163,22 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[n
 
 def surface_points(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``count`` points spread uniformly over the surface by area, with their faces' unit
-    normals: ``(points (count, 3), normals (count, 3))``, the same for the same seed (the
-    quality benchmark's surface samples too). A decimated mesh's vertices crowd where it
-    curves and leave its flat parts nearly bare (a table's top), which is where a fit on
-    vertices would look least."""
-    rng = np.random.default_rng(seed)
-    a, b, c = (np.asarray(vertices, dtype=np.float64)[faces[:, k]] for k in range(3))
-    cross = np.cross(b - a, c - a)
-    area = 0.5 * np.linalg.norm(cross, axis=1)
+    normals: ``(points (count, 3), normals (count, 3))``, float32, the same for the same seed.
+    A decimated mesh's vertices crowd where it curves and leave its flat parts nearly
+    bare (a table's top), which is where a fit on vertices would look least."""
+    corners = np.asarray(vertices, np.float64)[faces]
+    cross = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    area = np.linalg.norm(cross, axis=1)
     if len(faces) == 0 or area.sum() <= 0:
-        return np.zeros((0, 3)), np.zeros((0, 3))
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
+    rng = np.random.default_rng(seed)
     face = rng.choice(len(faces), size=count, p=area / area.sum())
-    u, v = rng.random((2, count))
-    flip = u + v > 1  # folded back into the triangle: uniform over it
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    points = a[face] + u[:, None] * (b[face] - a[face]) + v[:, None] * (c[face] - a[face])
-    return points, cross[face] / np.maximum(2.0 * area[face], 1e-300)[:, None]
+    # Uniform in the triangle: sqrt on the first coordinate keeps the density even.
+    root, along = np.sqrt(rng.random(count)), rng.random(count)
+    weights = np.stack([1.0 - root, root * (1.0 - along), root * along], axis=1)
+    points = np.einsum("kc,kcd->kd", weights, corners[face])
+    normals = cross[face] / np.maximum(area[face], 1e-30)[:, None]
+    return points.astype(np.float32), normals.astype(np.float32)
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:

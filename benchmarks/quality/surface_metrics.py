@@ -7,8 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from blend123.backend.reconstruction.mesh import surface_points
-
 
 @dataclass
 class FScore:
@@ -20,7 +18,14 @@ class FScore:
 
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
     """Area-uniform random points on a triangle mesh: (count, 3)."""
-    return surface_points(vertices, faces, count, seed)[0]
+    rng = np.random.default_rng(seed)
+    a, b, c = (np.asarray(vertices, dtype=np.float64)[faces[:, k]] for k in range(3))
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    tri = rng.choice(len(faces), size=count, p=area / area.sum())
+    u, v = rng.random((2, count))
+    flip = u + v > 1
+    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+    return a[tri] + u[:, None] * (b[tri] - a[tri]) + v[:, None] * (c[tri] - a[tri])
 
 
 def f_score(predicted: np.ndarray, truth: np.ndarray, threshold: float) -> FScore:
