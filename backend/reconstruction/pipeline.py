@@ -52,7 +52,7 @@ _MIN_SHADING = 0.15
 #: body (a stretcher carved as pieces: ``mesh.HullParts``); the rest are floaters (of
 #: photo carving, cut off the body: keeping every part cost tiles 0.002 F@1% and the
 #: kettle 0.002, where the hull's own parts gave the thin-legged table 0.993 -> 0.994,
-#: degraded 0.980 -> 0.986, and changed no other object).
+#: degraded 0.980 -> 0.985, and changed no other object).
 _KEEP_PART_FRACTION = 0.002
 #: Registration: the rough hull's face budget, and the shift (px) or gain deviation
 #: below which the views are taken as consistent already.
