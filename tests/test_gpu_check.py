@@ -82,3 +82,34 @@ def test_report_and_table_from_step_results(tmp_path):
     assert "zero123-xl FAILED" in table and "Test GPU" in table
     (out / "cuda_tests.xml").write_text('<testsuites><testsuite tests="3" failures="0" errors="0" skipped="3"/></testsuites>')
     assert not gpu_check.collect(steps, out, facts)["steps"][0]["ok"]  # skipped CUDA tests fail the check
+
+
+def _junit(cases: str, tests: int, skipped: int) -> str:
+    return (f'<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests"><testsuite name="pytest" errors="0" '
+            f'failures="0" skipped="{skipped}" tests="{tests}">{cases}</testsuite></testsuites>')
+
+
+def test_modules_skipped_at_collection_are_not_skipped_cuda_tests(tmp_path):
+    """As the GPU machine reported it: bpy and Ray are not installed there, so pytest skips
+    those modules while collecting, and junit counts them as skipped tests; the CUDA tests
+    all ran. The check passes and names the modules; a skipped CUDA test still fails it."""
+    out = tmp_path / "check"
+    out.mkdir()
+    module = ('<testcase classname="" name="tests.blender.test_addon" time="0.000"><skipped message="collection skipped">'
+              "(&apos;tests/blender/test_addon.py&apos;, 12, &quot;Skipped: could not import &apos;bpy&apos;&quot;)</skipped></testcase>")
+    ran = '<testcase classname="tests.test_memory_modes" name="test_cuda_sv3d_low_mode_matches_full" time="2.6"/>'
+    skipped_cuda = ('<testcase classname="tests.test_memory_modes" name="test_cuda_modes_agree" time="0.0">'
+                    '<skipped type="pytest.skip" message="needs an NVIDIA GPU">needs an NVIDIA GPU</skipped></testcase>')
+    (out / "cuda_tests.xml").write_text(_junit(module + ran, tests=2, skipped=1))
+    counts = gpu_check.cuda_test_counts(out / "cuda_tests.xml")
+    assert counts == {"tests": 1, "failures": 0, "errors": 0, "skipped": 0, "modules_skipped": ["tests.blender.test_addon"]}
+    steps = gpu_check.plan(out)
+    for step in steps:
+        step.outcome = {"ok": True, "rc": 0, "seconds": 1.0}
+    facts = {"gpu": "Test GPU", "gpu_total_gib": 24.0, "gpu_free_gib": 23.0, "torch": "2.13.0", "cuda": "12.8", "cudnn": 1, "python": "3.11"}
+    assert gpu_check.collect(steps, out, facts)["steps"][0]["ok"]
+    (out / "cuda_tests.xml").write_text(_junit(module + ran + skipped_cuda, tests=3, skipped=2))
+    entry = gpu_check.collect(steps, out, facts)["steps"][0]
+    assert not entry["ok"] and "'skipped': 1" in entry["error"]
+    (out / "cuda_tests.xml").write_text(_junit(module, tests=1, skipped=1))
+    assert not gpu_check.collect(steps, out, facts)["steps"][0]["ok"]  # nothing ran: no CUDA test at all
