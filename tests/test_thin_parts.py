@@ -92,3 +92,21 @@ def test_smoothing_moves_no_vertex_further_than_asked():
     assert np.linalg.norm(smoothed - noisy, axis=1).max() <= 0.01 + 1e-12
     free = taubin_smooth(noisy, np.asarray(sphere.faces), 10)
     assert np.linalg.norm(free - noisy, axis=1).max() > 0.02  # the bound is what held it
+
+
+def test_smoothing_leaves_small_parts_as_they_are_and_smooths_the_body():
+    """A stretcher carves as pieces a voxel or two across: smoothing them only shrinks them
+    (a marching-cubes blob of one voxel loses a third of its size to ten iterations)."""
+    body = trimesh.creation.icosphere(4, radius=1.0)
+    piece = trimesh.creation.box((0.05, 0.05, 0.05), trimesh.transformations.translation_matrix((2.0, 0, 0)))
+    mesh = trimesh.util.concatenate([body, piece])
+    vertices = mesh.vertices + np.random.default_rng(2).normal(scale=0.01, size=mesh.vertices.shape)
+    faces = np.asarray(mesh.faces)
+    in_piece = np.arange(len(vertices)) >= len(body.vertices)
+    fraction = len(piece.faces) / len(body.faces) * 2  # the piece is below it, the body above
+    smoothed = taubin_smooth(vertices, faces, 10, min_part_fraction=fraction)
+    assert np.array_equal(smoothed[in_piece], vertices[in_piece])
+    assert np.linalg.norm(smoothed[~in_piece] - vertices[~in_piece], axis=1).mean() > 0.003  # the body's noise is smoothed
+    shrunk = taubin_smooth(vertices, faces, 10)[in_piece]  # what smoothing did to the piece
+    size = lambda v: np.ptp(v, axis=0).mean()
+    assert size(shrunk) < 0.9 * size(vertices[in_piece])

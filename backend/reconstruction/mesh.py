@@ -124,13 +124,22 @@ def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def taubin_smooth(
-    vertices: np.ndarray, faces: np.ndarray, iterations: int = 10, lamb: float = 0.5, mu: float = -0.53, max_shift: float = np.inf
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    iterations: int = 10,
+    lamb: float = 0.5,
+    mu: float = -0.53,
+    max_shift: float = np.inf,
+    min_part_fraction: float = 0.0,
 ) -> np.ndarray:
     """Taubin's lambda|mu smoothing with the uniform Laplacian: smooths without shrinking.
 
     No vertex ends further than ``max_shift`` from where it started: enough to take out
     marching cubes' staircase (under a voxel), too little to thin a leg a few voxels wide,
-    which the filter would otherwise treat as noise and shrink.
+    which the filter would otherwise treat as noise and shrink. A connected part with
+    fewer than ``min_part_fraction`` of the largest part's faces is left as it is: a piece
+    a voxel or two across (a thin stretcher carves as a few) has no staircase to take out,
+    only a whole to shrink, and the filter pulls every vertex of it toward its middle.
     """
     if iterations <= 0:
         return vertices
@@ -140,6 +149,11 @@ def taubin_smooth(
     rows = np.concatenate([edges[:, 0], edges[:, 1]])
     cols = np.concatenate([edges[:, 1], edges[:, 0]])
     adjacency = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    still = np.zeros(n, dtype=bool)
+    if min_part_fraction > 0:
+        _, labels = connected_components(adjacency, directed=False)
+        sizes = np.bincount(labels[faces[:, 0]], minlength=labels.max() + 1)
+        still = sizes[labels] < min_part_fraction * sizes.max()
     degree = np.asarray(adjacency.sum(1)).ravel()
     mean = sparse.diags(1.0 / np.maximum(degree, 1)) @ adjacency
     v = vertices.copy()
@@ -150,7 +164,7 @@ def taubin_smooth(
         shift = v - vertices
         length = np.linalg.norm(shift, axis=1, keepdims=True)
         v = vertices + shift * np.minimum(1.0, max_shift / np.maximum(length, 1e-300))
-    return v
+    return np.where(still[:, None], vertices, v)
 
 
 def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray]:
