@@ -14,7 +14,11 @@ patch is projected into the nearest other views and compared with the view's own
 and the cost is the mean of the ``matches`` smallest of those differences, so cameras that
 do not see the point (occlusion) do not count against it. The ray's surface is its best-matching
 step, unless the hull's entry point matches almost as well (flat colour matches at every
-depth, and there the hull is the safe guess). Steps in front of the surface vote the
+depth, and there the hull is the safe guess). The entry's patch lies in the hull's tangent
+plane there (within half a voxel of depth) instead of facing the view: a surface the hull
+has right, seen at a slant (a checkered table top under a low orbit), then matches as the
+plane it is, where a facing patch spreads over depths the neighbours see apart, fails, and
+sends the walk to a chance match under the surface. Steps in front of the surface vote the
 voxel they fall in free, the surface step votes its voxel solid; a voxel is carved when
 rays of at least ``views`` views found it free and more rays found it free than found it
 surface, so a chance match behind the true surface is outvoted where the other rays agree
@@ -47,6 +51,10 @@ from .parallel import in_order
 from .projection import camera_to_pixels, world_to_camera
 
 
+#: A slanted patch's samples lie within this many voxels of its centre's depth: the hull
+#: places its surface to about half a voxel, and its tangent plane says nothing beyond
+#: that (a curved surface seen at a slant leaves it within a patch).
+_SLANT_DEPTH_VOXELS = 0.5
 #: Rays per batch: bounds the memory of the (rays x steps x patch pixels) cost tensors.
 _RAY_CHUNK = 2048
 
@@ -70,6 +78,7 @@ class PhotoOptions:
     vote_stride: int = 2  # the vote grid's voxel is this many hull-grid voxels wide
     margin_voxels: float = 0.5  # carving shallower than this is ignored (vote-grid voxels)
     alpha_threshold: int = 127
+    slanted_entry: bool = True  # the hull's entry patch lies in the hull's tangent plane
 
 
 @dataclass(frozen=True)
@@ -183,7 +192,7 @@ class _Walker:
     def _view(self, i: int) -> "_View":
         neighbours = self._neighbours(i)
         o = self.options
-        return _View(self.colours[i], self.colours[neighbours], self.w2c[neighbours], self.c2w[i], self.focal, o.patch_radius, o.matches, o.patch_step)
+        return _View(self.colours[i], self.colours[neighbours], self.w2c[neighbours], self.c2w[i], self.focal, o.patch_radius, o.matches, o.patch_step, self.hull.spacing)
 
     def _rays(self, i: int) -> Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """View ``i``'s rays through pixels: (pixels, origins, directions) of a pixel batch."""
@@ -298,7 +307,9 @@ def _entry_test(view: "_View", grid: _Grid, yx: torch.Tensor, rays_o: torch.Tens
     entry = inside.to(torch.int8).argmax(1)
     at_entry = torch.zeros_like(inside)
     at_entry[torch.arange(len(entry), device=entry.device), entry] = inside.any(1)
-    cost = view.cost(yx, points, t, rays_d, at_entry)
+    # The hull's surface is compared as the plane it is there, not a patch facing the view.
+    planes = _hull_normals(grid, points[torch.arange(len(entry), device=entry.device), entry]) if options.slanted_entry else None
+    cost = view.cost(yx, points, t, rays_d, at_entry, planes)
     entry_cost = cost.gather(1, entry[:, None])[:, 0]
     return _Entry(t, inside, points, at_entry, cost, inside.any(1) & ~(entry_cost <= options.entry_tolerance))
 
@@ -361,6 +372,19 @@ def _neighbours(c2w: np.ndarray, i: int, k: int, max_angle_deg: float) -> list[i
     return [int(j) for j in order[:k]]
 
 
+def _hull_normals(grid: _Grid, points: torch.Tensor) -> torch.Tensor:
+    """(R, 3) unit gradients of the hull field at ``points`` (central differences, a voxel
+    apart); zero where the field is flat there."""
+    h = grid.spacing
+    offsets = torch.cat([torch.eye(3, device=points.device), -torch.eye(3, device=points.device)]) * h
+    probe = points[:, None] + offsets[None]  # (R, 6, 3)
+    size = (grid.shape - 1).to(points.dtype)
+    unit = ((probe - grid.origin) / h / size * 2.0 - 1.0).flip(-1)
+    value = F.grid_sample(grid.field, unit.view(1, 1, 1, -1, 3), align_corners=True, padding_mode="border").view(-1, 6)
+    gradient = value[:, :3] - value[:, 3:]
+    return gradient / gradient.norm(dim=1, keepdim=True).clamp(min=1e-12)
+
+
 def _march(grid: _Grid, rays_o: torch.Tensor, rays_d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps one voxel apart through the grid's box: distances (R, S) and inside-hull flags."""
     lo = grid.origin - 0.5 * grid.spacing
@@ -392,8 +416,10 @@ class _View:
         patch_radius: int,
         matches: int,
         patch_step: int,
+        spacing: float = math.inf,
     ) -> None:
         device = colours.device
+        self.spacing = spacing
         self.matches = max(1, min(matches, len(neighbour_colours)))
         steps = torch.arange(-patch_radius, patch_radius + 1, device=device) * patch_step
         dv, du = torch.meshgrid(steps, steps, indexing="ij")
@@ -405,13 +431,40 @@ class _View:
         self.colours, self.neighbour_colours, self.neighbour_w2c = colours, neighbour_colours, neighbour_w2c
         self.focal = focal
 
+    def patch(self, points: torch.Tensor, z: torch.Tensor, dirs: torch.Tensor, planes: torch.Tensor | None = None) -> torch.Tensor:
+        """(M, P, 3) patch samples around ``points`` (M, 3) at depths ``z`` (M,) on rays
+        ``dirs`` (M, 3): where this view's rays through the patch pixels meet the plane
+        facing the view, or, given ``planes`` (M, 3) normals, the plane of that normal."""
+        if planes is None:
+            return points[:, None] + z[:, None, None] * self.basis
+        # Patch pixel k's ray is g + b_k per unit depth (g: the point's own ray), and meets
+        # the plane n.(X - point) = 0 at depth z (n.g) / (n.g + n.b_k); a flat field's zero
+        # normal gives the facing patch.
+        g = dirs / (dirs @ self.forward)[:, None]
+        ng = (planes * g).sum(-1, keepdim=True)
+        depth = z[:, None] * ng / (ng + planes @ self.basis.T)  # (M, P)
+        depth = torch.where(torch.isfinite(depth), depth, z[:, None])
+        bound = _SLANT_DEPTH_VOXELS * self.spacing
+        depth = torch.minimum(torch.maximum(depth, z[:, None] - bound), z[:, None] + bound)
+        centre = points - z[:, None] * g  # the view's camera centre
+        return centre[:, None] + depth[..., None] * (g[:, None] + self.basis[None])
+
     def cost(
-        self, yx: torch.Tensor, points: torch.Tensor, t: torch.Tensor, dirs: torch.Tensor, inside: torch.Tensor
+        self,
+        yx: torch.Tensor,
+        points: torch.Tensor,
+        t: torch.Tensor,
+        dirs: torch.Tensor,
+        inside: torch.Tensor,
+        planes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(R, S) patch colour difference over the best-agreeing neighbours (inf outside).
 
         ``yx`` (R, 2) are the rays' pixels, ``points`` (R, S, 3) their steps at distances
-        ``t`` along ``dirs``; only steps ``inside`` the hull are compared.
+        ``t`` along ``dirs``; only steps ``inside`` the hull are compared. The patch faces
+        this view, unless ``planes`` (R, 3) gives each ray's surface normal there: then its
+        samples are where their pixels' rays meet that plane (a surface seen at a slant
+        spreads a facing patch over depths the neighbours see apart).
         """
         cost = torch.full(inside.shape, torch.inf, device=points.device)
         sel = inside.nonzero(as_tuple=True)
@@ -422,7 +475,7 @@ class _View:
         x = (yx[:, 1, None] + self.du).clamp(0, width - 1)
         own = self.colours[:, y, x].permute(1, 2, 0)[sel[0]]  # (M, P, 4)
         z = t[sel] * (dirs[sel[0]] @ self.forward)  # depth along this view's optical axis
-        patch = points[sel][:, None] + z[:, None, None] * self.basis  # (M, P, 3)
+        patch = self.patch(points[sel], z, dirs[sel[0]], None if planes is None else planes[sel[0]])
         diffs = []
         for image, pose in zip(self.neighbour_colours, self.neighbour_w2c):
             px, py, depth = camera_to_pixels(world_to_camera(patch, pose), self.focal, width, height)
