@@ -131,8 +131,8 @@ def run_step(step: Step, out: Path, deadline: float, budget_s: float) -> None:
 def cuda_test_counts(xml_path: Path) -> dict:
     """Counts of the selected tests. A whole module skipped while pytest collects it (the
     Blender and Ray tests where bpy or Ray is not installed, as on a bare GPU machine) is a
-    junit entry with no class; it is listed under ``modules_skipped``, not counted as a
-    skipped CUDA test: ``-m cuda`` would have deselected its tests anyway."""
+    junit entry with no class; it is listed under ``modules_skipped`` by name, not counted
+    as a skipped CUDA test (none of those modules holds one: the CUDA tests need neither)."""
     root = ET.parse(xml_path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root)
     counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
