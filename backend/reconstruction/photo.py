@@ -250,6 +250,13 @@ class _Grid:
     spacing: float
     shape: torch.Tensor  # (3,) long
 
+    def at(self, points: torch.Tensor) -> torch.Tensor:
+        """The field at world ``points`` (..., 3), trilinear; the border's value outside."""
+        size = (self.shape - 1).to(points.dtype)
+        unit = ((points - self.origin) / self.spacing / size * 2.0 - 1.0).flip(-1)  # grid_sample reads (z, y, x)
+        value = F.grid_sample(self.field, unit.reshape(1, 1, 1, -1, 3), align_corners=True, padding_mode="border")
+        return value.view(points.shape[:-1])
+
 
 @dataclass
 class _Votes:
@@ -305,10 +312,11 @@ def _entry_test(view: "_View", grid: _Grid, yx: torch.Tensor, rays_o: torch.Tens
     t, inside = _march(grid, rays_o, rays_d)
     points = rays_o[:, None] + t[..., None] * rays_d[:, None]
     entry = inside.to(torch.int8).argmax(1)
+    rows = torch.arange(len(entry), device=entry.device)
     at_entry = torch.zeros_like(inside)
-    at_entry[torch.arange(len(entry), device=entry.device), entry] = inside.any(1)
+    at_entry[rows, entry] = inside.any(1)
     # The hull's surface is compared as the plane it is there, not a patch facing the view.
-    planes = _hull_normals(grid, points[torch.arange(len(entry), device=entry.device), entry]) if options.slanted_entry else None
+    planes = _hull_normals(grid, points[rows, entry]) if options.slanted_entry else None
     cost = view.cost(yx, points, t, rays_d, at_entry, planes)
     entry_cost = cost.gather(1, entry[:, None])[:, 0]
     return _Entry(t, inside, points, at_entry, cost, inside.any(1) & ~(entry_cost <= options.entry_tolerance))
@@ -375,12 +383,8 @@ def _neighbours(c2w: np.ndarray, i: int, k: int, max_angle_deg: float) -> list[i
 def _hull_normals(grid: _Grid, points: torch.Tensor) -> torch.Tensor:
     """(R, 3) unit gradients of the hull field at ``points`` (central differences, a voxel
     apart); zero where the field is flat there."""
-    h = grid.spacing
-    offsets = torch.cat([torch.eye(3, device=points.device), -torch.eye(3, device=points.device)]) * h
-    probe = points[:, None] + offsets[None]  # (R, 6, 3)
-    size = (grid.shape - 1).to(points.dtype)
-    unit = ((probe - grid.origin) / h / size * 2.0 - 1.0).flip(-1)
-    value = F.grid_sample(grid.field, unit.view(1, 1, 1, -1, 3), align_corners=True, padding_mode="border").view(-1, 6)
+    axes = torch.eye(3, device=points.device) * grid.spacing
+    value = grid.at(points[:, None] + torch.cat([axes, -axes])[None])  # (R, 6)
     gradient = value[:, :3] - value[:, 3:]
     return gradient / gradient.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
@@ -395,11 +399,7 @@ def _march(grid: _Grid, rays_o: torch.Tensor, rays_d: torch.Tensor) -> tuple[tor
     far = torch.maximum(t0, t1).amin(-1)
     samples = int(math.ceil(float((far - near).max()) / grid.spacing)) + 1
     t = near[:, None] + (torch.arange(samples, device=rays_o.device) + 0.5) * grid.spacing
-    points = rays_o[:, None] + t[..., None] * rays_d[:, None]
-    size = (grid.shape - 1).to(points.dtype)
-    unit = ((points - grid.origin) / grid.spacing / size * 2.0 - 1.0).flip(-1)  # grid_sample reads (z, y, x)
-    value = F.grid_sample(grid.field, unit.view(1, 1, 1, -1, 3), align_corners=True, padding_mode="border")
-    inside = (value.view(t.shape) > 0) & (t < far[:, None])
+    inside = (grid.at(rays_o[:, None] + t[..., None] * rays_d[:, None]) > 0) & (t < far[:, None])
     return t, inside
 
 
