@@ -53,6 +53,14 @@ def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
 
 
+def connected_parts(vertex_count: int, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each vertex's connected part, and each part's face count."""
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    graph = sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(vertex_count, vertex_count))
+    _, labels = connected_components(graph, directed=False)
+    return labels, np.bincount(labels[faces[:, 0]], minlength=labels.max() + 1)
+
+
 def largest_component(
     vertices: np.ndarray, faces: np.ndarray, keep_fraction: float = 0.0, apart: "HullParts | None" = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -60,12 +68,8 @@ def largest_component(
     and every other part with at least ``keep_fraction`` of its faces (a thin leg that
     came loose from the body is a part of the subject, not noise), or, given ``apart``,
     lying in a part of the visual hull apart from the body: every mask kept it there."""
-    n = len(vertices)
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    graph = sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+    labels, sizes = connected_parts(len(vertices), faces)
     face_labels = labels[faces[:, 0]]
-    sizes = np.bincount(face_labels)
     if keep_fraction <= 0:
         return compact(vertices, faces[face_labels == sizes.argmax()])
     kept = sizes >= max(sizes.max() * keep_fraction, 1)
@@ -151,8 +155,7 @@ def taubin_smooth(
     adjacency = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
     still = np.zeros(n, dtype=bool)
     if min_part_fraction > 0:
-        _, labels = connected_components(adjacency, directed=False)
-        sizes = np.bincount(labels[faces[:, 0]], minlength=labels.max() + 1)
+        labels, sizes = connected_parts(n, faces)
         still = sizes[labels] < min_part_fraction * sizes.max()
     degree = np.asarray(adjacency.sum(1)).ravel()
     mean = sparse.diags(1.0 / np.maximum(degree, 1)) @ adjacency
