@@ -98,7 +98,7 @@ def visual_hull(options: ReconstructionOptions, views) -> tuple[np.ndarray, np.n
     one that does has eroded what the masks alone keep (a table's legs, a handle)."""
     images, c2w, angle = views
     images, c2w = views_with_a_subject(images, c2w, options.alpha_threshold)
-    grid = carve(Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, angle), options.grid_resolution)
+    grid = carve(Silhouettes.from_alpha(images[..., 3], options.alpha_threshold, c2w, angle), options.grid_resolution)
     return extract_surface(grid, options.field_smoothing)
 
 

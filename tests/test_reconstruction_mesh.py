@@ -88,6 +88,29 @@ def test_small_parts_the_hull_keeps_apart_stay_and_floaters_cut_off_the_body_go(
     assert not (np.linalg.norm(plain_v - [0.7, 0, 0], axis=1) < 0.12).any()  # too small alone
 
 
+def test_a_piece_cut_loose_of_a_thin_part_of_the_body_stays():
+    """A stretcher the hull holds joined to the body (its masks placed within their pixels):
+    the piece photo carving cuts loose of it is subject; one cut loose of the body's thick
+    voxels is still a floater."""
+    n, spacing = 48, 1.6 / 47
+    axes = -0.8 + spacing * np.arange(n)
+    x, y, z = np.meshgrid(axes, axes, axes, indexing="ij")
+    body = 0.45 - np.sqrt(x**2 + y**2 + (z + 0.1) ** 2)
+    rod = np.minimum(1.4 * spacing - np.sqrt(y**2 + (z + 0.1) ** 2), np.minimum(x, 0.75 - x))  # 3 voxels across
+    hull = HullGrid(np.full(3, -0.8), spacing, np.maximum(body, rod).astype(np.float32))
+    floater = 0.08 - np.sqrt(x**2 + y**2 + (z - 0.3) ** 2)
+    # Photo carving cuts the rod at x = 0.55 and takes the body's cap off, leaving a ball.
+    gap = np.abs(x - 0.55) - 2.0 * spacing
+    carved = np.maximum.reduce([np.minimum(body, 0.17 - z), np.minimum(rod, gap), floater])
+    v, f = extract_surface(HullGrid(hull.origin, spacing, carved.astype(np.float32)))
+    parts = HullParts.of(hull)
+    assert parts.labels.max() == 1  # one part: the rod is the body's
+    kept_v, _ = largest_component(v, f, 0.05, parts)
+    assert (kept_v[:, 0] > 0.62).any()  # the rod's end stays
+    assert not (np.linalg.norm(kept_v - [0, 0, 0.3], axis=1) < 0.1).any()  # the floater goes
+    assert not (largest_component(v, f, 0.05)[0][:, 0] > 0.62).any()  # too small alone
+
+
 def test_back_to_back_faces_are_dropped_and_every_normal_is_unit():
     sphere = trimesh.creation.icosphere(subdivisions=2)
     # A fin: one triangle on three sphere vertices and its reverse, the fold a decimated

@@ -50,19 +50,23 @@ class Silhouettes:
 
     @classmethod
     def from_masks(cls, masks: np.ndarray, c2w: np.ndarray, camera_angle_x: float) -> "Silhouettes":
+        """From binary masks: each boundary half way between the pixel centres either side."""
         masks = np.asarray(masks, dtype=bool)
-        empty = [i for i, m in enumerate(masks) if not m.any()]
-        if empty:
-            raise ValueError(f"views {empty} have an empty subject mask (alpha all below threshold)")
-        distance = np.empty(masks.shape, dtype=np.float32)
-        for i, m in enumerate(masks):
-            # Pad with background so a subject touching the frame still has a boundary there.
-            padded = np.pad(m, 1)
-            inside = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
-            outside = ndimage.distance_transform_edt(~padded)[1:-1, 1:-1]
-            # The boundary lies half a pixel from the centres on either side of it.
-            distance[i] = np.where(m, inside - 0.5, 0.5 - outside)
+        _check_not_empty(masks)
+        distance = np.stack([_signed_distance(m) for m in masks]).astype(np.float32)
         return cls(distance, np.asarray(c2w, dtype=np.float64), float(camera_angle_x))
+
+    @classmethod
+    def from_alpha(cls, alpha: np.ndarray, threshold: int, c2w: np.ndarray, camera_angle_x: float) -> "Silhouettes":
+        """From (N, H, W) uint8 alpha, subject where above ``threshold``: each boundary
+        placed within its pixel by the coverage an anti-aliased (or soft-keyed) outline
+        holds, where a binary mask can only put it half way between two pixel centres.
+        A binary alpha gives :meth:`from_masks`'s field."""
+        alpha = np.asarray(alpha)
+        masks = alpha > threshold
+        _check_not_empty(masks)
+        distance = np.stack([_signed_distance(m, a.astype(np.float32) / 255.0) for m, a in zip(masks, alpha)])
+        return cls(distance.astype(np.float32), np.asarray(c2w, dtype=np.float64), float(camera_angle_x))
 
     @property
     def count(self) -> int:
@@ -72,6 +76,59 @@ class Silhouettes:
     def size(self) -> tuple[int, int]:
         """(width, height) of the views."""
         return self.distance.shape[2], self.distance.shape[1]
+
+
+def _check_not_empty(masks: np.ndarray) -> None:
+    empty = [i for i, m in enumerate(masks) if not m.any()]
+    if empty:
+        raise ValueError(f"views {empty} have an empty subject mask (alpha all below threshold)")
+
+
+def _signed_distance(mask: np.ndarray, coverage: np.ndarray | None = None) -> np.ndarray:
+    """Signed pixel distance (positive inside) from each pixel centre to ``mask``'s boundary.
+
+    Without ``coverage`` the boundary lies half way between the pixel centres either side
+    of it. With it (H, W in [0, 1]: an anti-aliased or soft-keyed alpha), the partly
+    covered pixels either side move it by their coverage (an edge sweeping across a pixel
+    changes its coverage one for one): an inner pixel 0.7 covered holds it 0.2 pixels past
+    its centre, an outer one 0.3 covered 0.8 pixels past the inner centre. Each pixel takes
+    the shift of the boundary where it is nearest; a binary coverage gives the plain field.
+    """
+    # Pad with background so a subject touching the frame still has a boundary there.
+    padded = np.pad(mask, 1)
+    if coverage is None:
+        inside = ndimage.distance_transform_edt(padded)
+        outside = ndimage.distance_transform_edt(~padded)
+        return np.where(padded, inside - 0.5, 0.5 - outside)[1:-1, 1:-1]
+    shift = _boundary_shift(padded, np.pad(np.clip(coverage, 0.0, 1.0), 1))
+    inside, (ri, ci) = ndimage.distance_transform_edt(padded, return_indices=True)  # to the nearest outer pixel
+    outside, (ro, co) = ndimage.distance_transform_edt(~padded, return_indices=True)  # to the nearest inner one
+    field = np.where(padded, inside - 0.5 + shift[ri, ci], 0.5 - outside + shift[ro, co])
+    return field[1:-1, 1:-1]
+
+
+def _boundary_shift(mask: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    """At each pixel beside the boundary, how far (pixels, outward positive, within half a
+    pixel) the boundary lies from half way between it and its neighbours across: the
+    outer pixels' coverage, less what the inner ones lack (under a sharp edge one of the
+    two is nothing). Averaged over its 4-neighbours across the boundary."""
+    def neighbours(values: np.ndarray) -> np.ndarray:
+        total = np.zeros_like(values)
+        total[1:] += values[:-1]
+        total[:-1] += values[1:]
+        total[:, 1:] += values[:, :-1]
+        total[:, :-1] += values[:, 1:]
+        return total
+
+    outer = (~mask).astype(np.float32)
+    inner = mask.astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # An inner pixel: its own lack of coverage, and its outer neighbours' coverage.
+        at_inner = (cover - 1.0) + neighbours(cover * outer) / neighbours(outer)
+        # An outer pixel: its own coverage, less its inner neighbours' lack of it.
+        at_outer = cover + neighbours((cover - 1.0) * inner) / neighbours(inner)
+    shift = np.where(mask, at_inner, at_outer)
+    return np.clip(np.nan_to_num(shift, nan=0.0), -0.5, 0.5).astype(np.float32)
 
 
 def hull_field(

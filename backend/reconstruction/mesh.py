@@ -79,32 +79,46 @@ def largest_component(
     return compact(vertices, faces[kept[face_labels]])
 
 
+#: A hull part is thin where no hull voxel within ``_THIN_REACH`` voxels lies deeper than
+#: ``_THIN_DEPTH`` voxels inside it: a stretcher or a handle two to four voxels across. What
+#: photo carving cuts loose there is a piece of it (the table's stretchers, once the hull
+#: held them whole); its floaters lie on thick hull (tiles' and the kettle's: 2.4-9 voxels).
+_THIN_DEPTH = 2.0
+_THIN_REACH = 3
+
+
 @dataclass(frozen=True)
 class HullParts:
     """The visual hull's voxels by connected part (26-neighbours): which parts stand apart
-    from its largest. A stretcher 1.5 px thin carves as a few pieces of its own, which the
-    masks all keep; what photo carving cuts loose of the body's voxels is a floater."""
+    from its largest, and where it is thin. A stretcher 1.5 px thin carves as a few pieces
+    of its own, which the masks all keep, or as a thin part of the body, which photo
+    carving may cut in pieces; what it cuts loose of the body's thick voxels is a floater."""
 
     grid: HullGrid
     labels: np.ndarray  # (X, Y, Z) int: 0 outside, else the voxel's part
     body: int  # the largest part's label
+    thin: np.ndarray  # (X, Y, Z) bool: hull voxels of a thin part
 
     @classmethod
     def of(cls, grid: HullGrid) -> "HullParts":
-        labels, count = ndimage.label(grid.field > 0, structure=np.ones((3, 3, 3), bool))
+        inside = grid.field > 0
+        labels, count = ndimage.label(inside, structure=np.ones((3, 3, 3), bool))
         body = int(np.bincount(labels.ravel())[1:].argmax()) + 1 if count else 0
-        return cls(grid, labels, body)
+        depth = ndimage.distance_transform_edt(inside)
+        thin = inside & (ndimage.maximum_filter(depth, size=2 * _THIN_REACH + 1) <= _THIN_DEPTH)
+        return cls(grid, labels, body, thin)
 
     def holds(self, points: np.ndarray) -> bool:
         """Whether most hull voxels next to ``points`` (a mesh part's vertices, which lie
-        between voxel centres) belong to parts other than the body."""
+        between voxel centres) belong to parts other than the body, or to thin parts."""
         cell = (np.asarray(points, np.float64) - self.grid.origin) / self.grid.spacing
         corners = np.floor(cell).astype(np.int64)[:, None, :] + np.array(list(np.ndindex(2, 2, 2)))[None]
         corners = corners.reshape(-1, 3)
-        inside = np.all((corners >= 0) & (corners < self.labels.shape), axis=1)
-        found = self.labels[tuple(corners[inside].T)]
-        found = found[found > 0]
-        return bool(found.size) and float(np.mean(found != self.body)) > 0.5
+        corners = tuple(corners[np.all((corners >= 0) & (corners < self.labels.shape), axis=1)].T)
+        found = self.labels[corners]
+        kept = (found != self.body) | self.thin[corners]
+        kept = kept[found > 0]
+        return bool(kept.size) and float(np.mean(kept)) > 0.5
 
 
 def drop_coincident_faces(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -298,7 +298,7 @@ def _visual_hull(
     it) and what they needed."""
     progress = stage.progress
     ends = _REGISTERED_CARVE_SHARES if options.register_views else _CARVE_SHARES
-    silhouettes = Silhouettes.from_masks(images[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
+    silhouettes = Silhouettes.from_alpha(images[..., 3], options.alpha_threshold, c2w, camera_angle_x)
     progress("carve", ends[0])
     grid = carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[0], ends[1]))
     if not options.register_views:
@@ -314,7 +314,7 @@ def _visual_hull(
         return grid, images, drift
     log.info("views registered: gains %.3f-%.3f, shifts up to %.2f px", gains.min(), gains.max(), np.abs(shifts).max())
     progress("carve", ends[2])
-    silhouettes = Silhouettes.from_masks(registered[..., 3] > options.alpha_threshold, c2w, camera_angle_x)
+    silhouettes = Silhouettes.from_alpha(registered[..., 3], options.alpha_threshold, c2w, camera_angle_x)
     progress("carve", ends[3])
     return carve(silhouettes, options.grid_resolution, sub_progress(progress, "carve", ends[3], 1.0)), registered, drift
 
