@@ -10,11 +10,15 @@ until the last second (what the benchmarks measure). The runs of a report are re
 turn on one machine memory started from the recorded speed probe; ``bench_eta.py``'s
 ``fresh`` runs each on a memory of their own.
 
-    python benchmarks/replay_eta.py benchmarks/results/eta.json [more.json ...] [--objects chair,donut] [--floor]
+    python benchmarks/replay_eta.py benchmarks/results/eta.json [more.json ...] [--objects chair,donut] [--floor] [--spread]
 
 ``--floor`` sets beside each run the noise floor: the worst error of a bar that knew the
 object's stage seconds from its other runs in the reports given (their medians), so knew
 all a run can teach about its object and nothing of this run's host hour.
+
+``--spread`` prints, for each object, how far its stages' seconds moved from run to run
+(coefficient of variation, each run's divided by its report's speed probe reading): what
+no estimator can know before a stage runs.
 
 Quiet runs only: a busy run's estimate also depends on the load the server read and the
 ways its stages ran, which the events do not record. The orbits are taken to have run
@@ -172,9 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objects", default="", help="only these objects (comma-separated names as the report has them)")
     parser.add_argument("--floor", action="store_true", help="beside each run, the noise floor: the error of a bar that knew "
                         "the object's stage seconds from its other runs in these reports (their medians)")
+    parser.add_argument("--spread", action="store_true", help="per object, each stage's run-to-run coefficient of variation")
     args = parser.parse_args(argv)
     objects = {name.strip() for name in args.objects.split(",") if name.strip()} or None
     reports = {path: _report(path) for path in args.results}
+    if args.spread:
+        print_spread(reports, objects)
+        return 0
     pool = [run for report in reports.values() for runs in recorded(report, objects).values() for run in runs]
     totals: dict[str, list[float]] = {"estimator": [], "floor": []}
     for path, report in reports.items():
@@ -194,6 +202,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Runs with a floor ({len(totals['floor'])}): estimator {summary(totals['estimator'])}; "
               f"noise floor {summary(totals['floor'])}")
     return 0
+
+
+def stage_spread(runs: list[dict[tuple[int, str], float]]) -> dict[tuple[int, str], float]:
+    """Each (job, stage)'s coefficient of variation over ``runs`` (their :func:`stage_seconds`)."""
+    keys = {key for run in runs for key in run}
+    spread = {}
+    for key in keys:
+        seconds = [run.get(key, 0.0) for run in runs]
+        mean = statistics.mean(seconds)
+        spread[key] = statistics.pstdev(seconds) / mean if mean > 0 else 0.0
+    return spread
+
+
+def print_spread(reports: dict[Path, dict], objects: set[str] | None) -> None:
+    """For each object: its stages' run-to-run spread, and its mesh job's as a whole. A run
+    recorded under two orders counts once; each run is divided by its report's probe reading."""
+    by_object: dict[str, dict[str, dict[tuple[int, str], float]]] = {}
+    for report in reports.values():
+        pace = report.get("speed_probe", {}).get("pace") or 1.0
+        for runs in recorded(report, objects).values():
+            for name, events, *_ in runs:
+                seconds = {key: value / pace for key, value in stage_seconds([tuple(e[:4]) for e in events]).items()}
+                by_object.setdefault(name, {})[json.dumps(events)] = seconds
+    stages = ("views", "carve", "photo", "mesh", "refine", "uv", "texture", "export")
+    print(f"{'object':16s} runs " + " ".join(f"{stage:>7s}" for stage in stages) + "  mesh job")
+    for name, runs in by_object.items():
+        runs = list(runs.values())
+        spread = stage_spread(runs)
+        whole = stage_spread([{(1, "all"): sum(v for (job, _), v in run.items() if job == 1)} for run in runs])[(1, "all")]
+        cells = " ".join(f"{spread.get((0 if stage == 'views' else 1, stage), float('nan')):7.0%}" for stage in stages)
+        print(f"{name:16s} {len(runs):4d} {cells}  {whole:7.0%}")
 
 
 def _report(path: Path) -> dict:

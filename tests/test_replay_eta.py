@@ -126,3 +126,15 @@ def test_the_recorded_runs_replay_as_well_as_when_they_were_kept():
     assert all(run[3] for run in pool)  # every run kept its photo carving's work
     assert above <= 66, above
     assert sum(f > 0.3 for f in floors) < above
+
+
+def test_the_spread_is_each_stage_s_run_to_run_variation():
+    from benchmarks.replay_eta import stage_seconds, stage_spread
+
+    steady = [stage_seconds(_run(0.7)) for _ in range(3)]
+    assert max(stage_spread(steady).values()) < 1e-9
+    # Refine takes 1x and 3x its weight in two runs: mean 2, deviation 1, spread 50%.
+    varied = [stage_seconds(_run(0.7)), stage_seconds(_run(0.7, {"refine": 3.0}))]
+    spread = stage_spread(varied)
+    assert spread[(1, "refine")] == pytest.approx(0.5, rel=0.01)
+    assert spread[(1, "texture")] < 1e-9
