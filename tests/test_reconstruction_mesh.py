@@ -109,6 +109,12 @@ def test_a_piece_cut_loose_of_a_thin_part_of_the_body_stays():
     assert (kept_v[:, 0] > 0.62).any()  # the rod's end stays
     assert not (np.linalg.norm(kept_v - [0, 0, 0.3], axis=1) < 0.1).any()  # the floater goes
     assert not (largest_component(v, f, 0.05)[0][:, 0] > 0.62).any()  # too small alone
+    # A rod twice as thick is no thin part: what is cut loose of it goes like a floater.
+    thick_rod = np.minimum(2.8 * spacing - np.sqrt(y**2 + (z + 0.1) ** 2), np.minimum(x, 0.75 - x))
+    thick = HullGrid(hull.origin, spacing, np.maximum(body, thick_rod).astype(np.float32))
+    cut = np.maximum.reduce([np.minimum(body, 0.17 - z), np.minimum(thick_rod, gap), floater])
+    v, f = extract_surface(HullGrid(hull.origin, spacing, cut.astype(np.float32)))
+    assert not (largest_component(v, f, 0.05, HullParts.of(thick))[0][:, 0] > 0.62).any()
 
 
 def test_back_to_back_faces_are_dropped_and_every_normal_is_unit():

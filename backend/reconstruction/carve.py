@@ -53,20 +53,28 @@ class Silhouettes:
         """From binary masks: each boundary half way between the pixel centres either side."""
         masks = np.asarray(masks, dtype=bool)
         _check_not_empty(masks)
-        distance = np.stack([_signed_distance(m) for m in masks]).astype(np.float32)
+        distance = np.empty(masks.shape, dtype=np.float32)
+        for i, m in enumerate(masks):
+            distance[i] = _signed_distance(m)
         return cls(distance, np.asarray(c2w, dtype=np.float64), float(camera_angle_x))
 
     @classmethod
     def from_alpha(cls, alpha: np.ndarray, threshold: int, c2w: np.ndarray, camera_angle_x: float) -> "Silhouettes":
         """From (N, H, W) uint8 alpha, subject where above ``threshold``: each boundary
-        placed within its pixel by the coverage an anti-aliased (or soft-keyed) outline
-        holds, where a binary mask can only put it half way between two pixel centres.
-        A binary alpha gives :meth:`from_masks`'s field."""
+        placed within its pixels by the coverage an anti-aliased (or soft-keyed) outline
+        holds, where a binary mask can only put it half way between two pixel centres
+        (:func:`_signed_distance`; the outline lies where the coverage is one half, the
+        threshold only says which pixels are the subject's). Alpha of 0 and 255 only gives
+        :meth:`from_masks`'s field."""
         alpha = np.asarray(alpha)
+        if alpha.dtype != np.uint8:
+            raise ValueError(f"alpha must be uint8 (0-255), got {alpha.dtype}: scale a [0, 1] alpha by 255 and round it")
         masks = alpha > threshold
         _check_not_empty(masks)
-        distance = np.stack([_signed_distance(m, a.astype(np.float32) / 255.0) for m, a in zip(masks, alpha)])
-        return cls(distance.astype(np.float32), np.asarray(c2w, dtype=np.float64), float(camera_angle_x))
+        distance = np.empty(masks.shape, dtype=np.float32)
+        for i, (m, a) in enumerate(zip(masks, alpha)):
+            distance[i] = _signed_distance(m, a.astype(np.float32) / 255.0)
+        return cls(distance, np.asarray(c2w, dtype=np.float64), float(camera_angle_x))
 
     @property
     def count(self) -> int:
@@ -91,8 +99,10 @@ def _signed_distance(mask: np.ndarray, coverage: np.ndarray | None = None) -> np
     of it. With it (H, W in [0, 1]: an anti-aliased or soft-keyed alpha), the partly
     covered pixels either side move it by their coverage (an edge sweeping across a pixel
     changes its coverage one for one): an inner pixel 0.7 covered holds it 0.2 pixels past
-    its centre, an outer one 0.3 covered 0.8 pixels past the inner centre. Each pixel takes
-    the shift of the boundary where it is nearest; a binary coverage gives the plain field.
+    its centre, an outer one 0.3 covered 0.8 pixels past the inner centre, and a line one
+    pixel wide, 0.6 covered, 0.3 either side of its centre. A 0/1 coverage gives the plain
+    field. Within 0.1 px on average of the true distance on anti-aliased discs (half way:
+    0.2), within 0.12 px on bars 0.8-2.5 px wide at any offset.
     """
     # Pad with background so a subject touching the frame still has a boundary there.
     padded = np.pad(mask, 1)
@@ -100,35 +110,66 @@ def _signed_distance(mask: np.ndarray, coverage: np.ndarray | None = None) -> np
         inside = ndimage.distance_transform_edt(padded)
         outside = ndimage.distance_transform_edt(~padded)
         return np.where(padded, inside - 0.5, 0.5 - outside)[1:-1, 1:-1]
-    shift = _boundary_shift(padded, np.pad(np.clip(coverage, 0.0, 1.0), 1))
-    inside, (ri, ci) = ndimage.distance_transform_edt(padded, return_indices=True)  # to the nearest outer pixel
-    outside, (ro, co) = ndimage.distance_transform_edt(~padded, return_indices=True)  # to the nearest inner one
-    field = np.where(padded, inside - 0.5 + shift[ri, ci], 0.5 - outside + shift[ro, co])
-    return field[1:-1, 1:-1]
+    cover = np.pad(np.clip(coverage, 0.0, 1.0), 1)
+    shifts = _boundary_shifts(padded, cover)  # an inner pixel's boundaries, one per side
+    toward = [_neighbour(shifts[k ^ 1], step) for k, step in enumerate(_STEPS)]  # an outer pixel's, one per inner neighbour
+    inside, (by, bx) = ndimage.distance_transform_edt(padded, return_indices=True)  # to the nearest outer pixel
+    outside, (qy, qx) = ndimage.distance_transform_edt(~padded, return_indices=True)  # to the nearest inner one
+    # Away from the boundary: the nearest pixel across it, with that pixel's boundary that
+    # lies furthest from this one (a nearer one comes in from the pixels beside it below).
+    far_in, far_out = np.nan_to_num(_extreme(toward, np.fmax)), np.nan_to_num(_extreme(shifts, np.fmin))
+    field = np.where(padded, inside - 0.5 + far_in[by, bx], 0.5 - outside + far_out[qy, qx])
+    # Beside it, each pixel's own nearest boundary (a line one pixel wide has one on either
+    # side), and the pixels behind take it from them where it is nearer than the one their
+    # nearest pixel across had (a distance changes by at most a pixel a pixel).
+    field = np.where(padded, np.fmin(field, 0.5 + _extreme(shifts, np.fmin)), np.fmax(field, _extreme(toward, np.fmax) - 0.5))
+    for _ in range(_SETTLE_STEPS):
+        nearer = [_neighbour(field, step) for step in _STEPS]
+        field = np.where(padded, np.minimum(field, np.min(nearer, axis=0) + 1.0), np.maximum(field, np.max(nearer, axis=0) - 1.0))
+    return np.nan_to_num(field, nan=0.0)[1:-1, 1:-1]
 
 
-def _boundary_shift(mask: np.ndarray, cover: np.ndarray) -> np.ndarray:
-    """At each pixel beside the boundary, how far (pixels, outward positive, within half a
-    pixel) the boundary lies from half way between it and its neighbours across: the
-    outer pixels' coverage, less what the inner ones lack (under a sharp edge one of the
-    two is nothing). Averaged over its 4-neighbours across the boundary."""
-    def neighbours(values: np.ndarray) -> np.ndarray:
-        total = np.zeros_like(values)
-        total[1:] += values[:-1]
-        total[:-1] += values[1:]
-        total[:, 1:] += values[:, :-1]
-        total[:, :-1] += values[:, 1:]
-        return total
+#: Pixels behind the boundary that take a nearer boundary their neighbours found.
+_SETTLE_STEPS = 2
 
-    outer = (~mask).astype(np.float32)
-    inner = mask.astype(np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # An inner pixel: its own lack of coverage, and its outer neighbours' coverage.
-        at_inner = (cover - 1.0) + neighbours(cover * outer) / neighbours(outer)
-        # An outer pixel: its own coverage, less its inner neighbours' lack of it.
-        at_outer = cover + neighbours((cover - 1.0) * inner) / neighbours(inner)
-    shift = np.where(mask, at_inner, at_outer)
-    return np.clip(np.nan_to_num(shift, nan=0.0), -0.5, 0.5).astype(np.float32)
+
+#: The four neighbours (dy, dx), in pairs of opposites.
+_STEPS = ((0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def _neighbour(values: np.ndarray, step: tuple[int, int]) -> np.ndarray:
+    """Each pixel's neighbour ``step`` away; beyond the frame, the pixel itself."""
+    h, w = values.shape
+    edged = np.pad(values, 1, mode="edge")
+    return edged[1 + step[0] : 1 + step[0] + h, 1 + step[1] : 1 + step[1] + w]
+
+
+def _boundary_shifts(mask: np.ndarray, cover: np.ndarray) -> list[np.ndarray]:
+    """For each step of ``_STEPS``: at each inner pixel whose neighbour that way is outer,
+    how far (pixels, outward positive, within half a pixel) the boundary between them lies
+    from half way; NaN elsewhere. The outer pixel's coverage moves it out, what the inner
+    one lacks moves it in: all of that where the subject is wider than this pixel along
+    the step, half of it for a line one pixel wide (centred in it), none of it where the
+    line spills into the outer pixel (the lack is then on its other side)."""
+    shifts = []
+    for k, step in enumerate(_STEPS):
+        back = _STEPS[k ^ 1]
+        out_here, out_behind = ~_neighbour(mask, step), ~_neighbour(mask, back)
+        beyond, behind = _neighbour(cover, step), _neighbour(cover, back)
+        lack = cover - 1.0
+        one_wide = np.where((behind > 0) == (beyond > 0), 0.5 * lack, np.where(beyond > 0, 0.0, lack))
+        lack = np.where(out_behind, one_wide, lack)
+        shift = np.clip(beyond + lack, -0.5, 0.5)
+        shifts.append(np.where(mask & out_here, shift, np.nan).astype(np.float32))
+    return shifts
+
+
+def _extreme(shifts: list[np.ndarray], pick: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """``pick`` (``np.fmin`` or ``np.fmax``) of ``shifts`` at each pixel, NaN where none is finite."""
+    out = shifts[0]
+    for shift in shifts[1:]:
+        out = pick(out, shift)
+    return out
 
 
 def hull_field(

@@ -49,7 +49,8 @@ STAGES = ("carve", "photo", "mesh", "refine", "uv", "texture", "export")
 _MIN_SHADING = 0.15
 #: Parts of the mesh with at least this share of the largest part's faces are kept (a
 #: leg the carving cut loose), and smaller ones that the visual hull has apart from its
-#: body (a stretcher carved as pieces: ``mesh.HullParts``); the rest are floaters (of
+#: body (a stretcher carved as pieces: ``mesh.HullParts``) or thin (a stretcher the hull
+#: held whole, cut in pieces by photo carving); the rest are floaters (of
 #: photo carving, cut off the body: keeping every part cost tiles 0.002 F@1% and the
 #: kettle 0.002, where the hull's own parts gave the thin-legged table 0.993 -> 0.994,
 #: degraded 0.980 -> 0.985, and changed no other object). Those smaller parts are not
