@@ -139,3 +139,18 @@ def test_a_0_255_alpha_gives_the_masks_field_and_other_types_are_refused():
     )
     with pytest.raises(ValueError, match="uint8"):
         Silhouettes.from_alpha(alpha / 255.0, 127, s.c2w, s.camera_angle_x)
+
+
+def test_a_speck_keeps_its_area_and_a_255th_of_noise_does_not_move_a_line():
+    # A speck of subject in one pixel, 0.6 covered: a square sqrt(0.6) a side about its
+    # centre (per axis 0.6 would leave it 0.36 of a pixel).
+    alpha = np.zeros((1, 7, 7), np.uint8)
+    alpha[0, 3, 3] = 153
+    field = Silhouettes.from_alpha(alpha, 127, np.eye(4)[None], 1.0).distance[0]
+    assert field[3, 3] == pytest.approx(0.6**0.5 / 2, abs=0.02)
+    # A line one pixel wide, 0.7 of its pixel and 0.3 of the next: its edge 0.2 px left of
+    # the pixel's centre, whatever the pixel on that side holds of noise.
+    for noise in (0, 1, 3):
+        alpha = np.tile(np.array([0, noise, 179, 77, 0], np.uint8), (5, 1))[None]
+        field = Silhouettes.from_alpha(alpha, 127, np.eye(4)[None], 1.0).distance[0, 2]
+        assert field[2] == pytest.approx(0.2, abs=0.02), noise

@@ -133,6 +133,9 @@ def _signed_distance(mask: np.ndarray, coverage: np.ndarray | None = None) -> np
 _SETTLE_STEPS = 2
 
 
+#: Coverage an outer pixel needs for a line to count as spilling into it: an alpha a few
+#: 255ths off zero is noise or a neighbour's filter tail (1/255 moved a line's edge 0.15 px).
+_SPILL = 8.0 / 255.0
 #: The four neighbours (dy, dx), in pairs of opposites.
 _STEPS = ((0, 1), (0, -1), (1, 0), (-1, 0))
 
@@ -151,14 +154,20 @@ def _boundary_shifts(mask: np.ndarray, cover: np.ndarray) -> list[np.ndarray]:
     one lacks moves it in: all of that where the subject is wider than this pixel along
     the step, half of it for a line one pixel wide (centred in it), none of it where the
     line spills into the outer pixel (the lack is then on its other side)."""
+    outer = [~_neighbour(mask, step) for step in _STEPS]
+    # A pixel with no inner neighbour at all (a speck of subject) lacks its coverage on
+    # both axes: sqrt(coverage) wide along each, not coverage (which leaves coverage^2).
+    speck = outer[0] & outer[1] & outer[2] & outer[3]
+    width = np.where(speck, np.sqrt(cover), cover)
     shifts = []
     for k, step in enumerate(_STEPS):
         back = _STEPS[k ^ 1]
-        out_here, out_behind = ~_neighbour(mask, step), ~_neighbour(mask, back)
-        beyond, behind = _neighbour(cover, step), _neighbour(cover, back)
-        lack = cover - 1.0
-        one_wide = np.where((behind > 0) == (beyond > 0), 0.5 * lack, np.where(beyond > 0, 0.0, lack))
+        out_here, out_behind = outer[k], outer[k ^ 1]
+        spills, spills_behind = _neighbour(cover, step) > _SPILL, _neighbour(cover, back) > _SPILL
+        lack = width - 1.0
+        one_wide = np.where(spills_behind == spills, 0.5 * lack, np.where(spills, 0.0, lack))
         lack = np.where(out_behind, one_wide, lack)
+        beyond = _neighbour(cover, step)
         shift = np.clip(beyond + lack, -0.5, 0.5)
         shifts.append(np.where(mask & out_here, shift, np.nan).astype(np.float32))
     return shifts
