@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from blend123.backend.progress import Way, photo_seconds, unwrap_seconds  # noqa: E402
+from blend123.backend.progress import JOB_STAGES, Way, photo_seconds, unwrap_seconds  # noqa: E402
 from blend123.backend.server.stage_memory import StageMemory  # noqa: E402
 from blend123.backend.server.worker import PACE_FROM_WORK_S  # noqa: E402
 from blend123.protocol.job_progress import ChainProgress  # noqa: E402
@@ -225,13 +225,13 @@ def print_spread(reports: dict[Path, dict], objects: set[str] | None) -> None:
             for name, events, *_ in runs:
                 seconds = {key: value / pace for key, value in stage_seconds([tuple(e[:4]) for e in events]).items()}
                 by_object.setdefault(name, {})[json.dumps(events)] = seconds
-    stages = ("views", "carve", "photo", "mesh", "refine", "uv", "texture", "export")
-    print(f"{'object':16s} runs " + " ".join(f"{stage:>7s}" for stage in stages) + "  mesh job")
+    keys = [(job, stage) for job, kind in enumerate(("orbit", "reconstruct")) for stage in JOB_STAGES[kind] if stage != "load model"]
+    print(f"{'object':16s} runs " + " ".join(f"{stage:>7s}" for _, stage in keys) + "  mesh job")
     for name, runs in by_object.items():
         runs = list(runs.values())
         spread = stage_spread(runs)
         whole = stage_spread([{(1, "all"): sum(v for (job, _), v in run.items() if job == 1)} for run in runs])[(1, "all")]
-        cells = " ".join(f"{spread.get((0 if stage == 'views' else 1, stage), float('nan')):7.0%}" for stage in stages)
+        cells = " ".join(f"{spread.get(key, float('nan')):7.0%}" for key in keys)
         print(f"{name:16s} {len(runs):4d} {cells}  {whole:7.0%}")
 
 

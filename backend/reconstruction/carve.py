@@ -117,12 +117,12 @@ def _signed_distance(mask: np.ndarray, coverage: np.ndarray | None = None) -> np
     outside, (qy, qx) = ndimage.distance_transform_edt(~padded, return_indices=True)  # to the nearest inner one
     # Away from the boundary: the nearest pixel across it, with that pixel's boundary that
     # lies furthest from this one (a nearer one comes in from the pixels beside it below).
-    far_in, far_out = np.nan_to_num(_extreme(toward, np.fmax)), np.nan_to_num(_extreme(shifts, np.fmin))
-    field = np.where(padded, inside - 0.5 + far_in[by, bx], 0.5 - outside + far_out[qy, qx])
+    innermost, outermost = _extreme(shifts, np.fmin), _extreme(toward, np.fmax)
+    field = np.where(padded, inside - 0.5 + np.nan_to_num(outermost)[by, bx], 0.5 - outside + np.nan_to_num(innermost)[qy, qx])
     # Beside it, each pixel's own nearest boundary (a line one pixel wide has one on either
     # side), and the pixels behind take it from them where it is nearer than the one their
     # nearest pixel across had (a distance changes by at most a pixel a pixel).
-    field = np.where(padded, np.fmin(field, 0.5 + _extreme(shifts, np.fmin)), np.fmax(field, _extreme(toward, np.fmax) - 0.5))
+    field = np.where(padded, np.fmin(field, 0.5 + innermost), np.fmax(field, outermost - 0.5))
     for _ in range(_SETTLE_STEPS):
         nearer = [_neighbour(field, step) for step in _STEPS]
         field = np.where(padded, np.minimum(field, np.min(nearer, axis=0) + 1.0), np.maximum(field, np.max(nearer, axis=0) - 1.0))
@@ -163,11 +163,11 @@ def _boundary_shifts(mask: np.ndarray, cover: np.ndarray) -> list[np.ndarray]:
     for k, step in enumerate(_STEPS):
         back = _STEPS[k ^ 1]
         out_here, out_behind = outer[k], outer[k ^ 1]
-        spills, spills_behind = _neighbour(cover, step) > _SPILL, _neighbour(cover, back) > _SPILL
+        beyond = _neighbour(cover, step)
+        spills, spills_behind = beyond > _SPILL, _neighbour(cover, back) > _SPILL
         lack = width - 1.0
         one_wide = np.where(spills_behind == spills, 0.5 * lack, np.where(spills, 0.0, lack))
         lack = np.where(out_behind, one_wide, lack)
-        beyond = _neighbour(cover, step)
         shift = np.clip(beyond + lack, -0.5, 0.5)
         shifts.append(np.where(mask & out_here, shift, np.nan).astype(np.float32))
     return shifts
