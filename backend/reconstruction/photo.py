@@ -75,6 +75,9 @@ class PhotoOptions:
     # a dense 5 x 5 patch did as well at 2-3x the time).
     patch_step: int = 2
     views: int = 2  # views whose rays must find a voxel free to carve it
+    # A carved region (26-connected) stays only where the views that found its voxels free
+    # average at least this many (see ``_corroborated``); 0 keeps every region.
+    region_views: float = 3.0
     vote_stride: int = 2  # the vote grid's voxel is this many hull-grid voxels wide
     margin_voxels: float = 0.5  # carving shallower than this is ignored (vote-grid voxels)
     alpha_threshold: int = 127
@@ -292,8 +295,28 @@ class _Votes:
         shape = tuple(self.shape.tolist())
         free = self.free.view(shape).float()
         surface = self.surface.view(shape).float()
-        carved = (self.views.view(shape) >= options.views) & (free > options.surface_weight * surface)
-        return carved.cpu().numpy()
+        views = self.views.view(shape)
+        carved = (views >= options.views) & (free > options.surface_weight * surface)
+        return _corroborated(carved.cpu().numpy(), views.cpu().numpy(), options.region_views)
+
+
+def _corroborated(carved: np.ndarray, views: np.ndarray, least: float) -> np.ndarray:
+    """The regions of ``carved`` (26-connected) whose voxels were found free by ``least``
+    views or more on average (``views``: per voxel, the views with a ray that found it free).
+
+    A cavity's air is seen through its opening from a range of directions, so most of its
+    voxels are found free by many views (the quality set's bowl 7.8 on average, the mug's
+    inside 5.4, a kettle's handle hole 4.8-5.6). A chance match frees voxels for the rays of
+    one or two views only: a highlight that moves with the view fails the true surface
+    there and lets a step inside match (the glossy kettle: regions of 2.0-2.8 views, up to
+    9 vote voxels deep into its body), as does a fine pattern seen at a slant. A voxel's
+    own count cannot tell them apart: a cavity's rim is seen by few views too.
+    """
+    labels, count = ndimage.label(carved, structure=np.ones((3, 3, 3), dtype=bool))
+    if count == 0 or least <= 0:
+        return carved
+    mean = np.asarray(ndimage.mean(views.astype(np.float32), labels, np.arange(1, count + 1)))
+    return np.concatenate([[False], mean >= least])[labels]
 
 
 @dataclass
