@@ -103,19 +103,37 @@ def test_a_flat_coloured_convex_object_keeps_its_hull():
     assert kept > 0.98, kept
 
 
-@functools.lru_cache(maxsize=None)
-def ball_with_two_odd_frames() -> tuple[np.ndarray, np.ndarray, float]:
-    """A ball painted in colour cells, 21 views; two neighbouring frames show a disc of
-    colours no other frame has (a generated view's inconsistent detail, or a highlight)."""
-    ball = trimesh.creation.icosphere(subdivisions=4, radius=0.3)
-    vertices, faces = np.asarray(ball.vertices), np.asarray(ball.faces)
-    rng = np.random.default_rng(0)
-    palette = rng.integers(40, 200, size=(256, 3))
+BALL_RADIUS = 0.3
+
+
+def painted_ball() -> tuple[trimesh.Trimesh, np.ndarray]:
+    """A ball and its faces' colours: cells of random colour, so every patch has texture."""
+    ball = trimesh.creation.icosphere(subdivisions=4, radius=BALL_RADIUS)
+    palette = np.random.default_rng(0).integers(40, 200, size=(256, 3))
     cell = np.floor(ball.triangles_center / 0.06).astype(np.int64)
-    colours = palette[(cell[:, 0] * 73856093 ^ cell[:, 1] * 19349663 ^ cell[:, 2] * 83492791) % 256].astype(np.uint8)
-    c2w = synthetic.orbit_cameras(elevations_deg=(10.0, 30.0, 50.0))
-    angle = math.radians(40.0)
-    images = np.stack([synthetic.render_antialiased(vertices, faces, colours, m, angle, SIZE) for m in c2w])
+    return ball, palette[(cell[:, 0] * 73856093 ^ cell[:, 1] * 19349663 ^ cell[:, 2] * 83492791) % 256]
+
+
+def ball_orbit() -> tuple[np.ndarray, float]:
+    return synthetic.orbit_cameras(elevations_deg=(10.0, 30.0, 50.0)), math.radians(40.0)
+
+
+def carved_inside_the_ball(images: np.ndarray, c2w: np.ndarray, angle: float, options: PhotoOptions) -> int:
+    """Voxels of the ball (more than 1.5 voxels under its surface) photo carving empties."""
+    hull = carve(Silhouettes.from_alpha(images[..., 3], 127, c2w, angle), RESOLUTION)
+    deep_inside = np.linalg.norm(grid_points(hull), axis=-1) < BALL_RADIUS - 1.5 * hull.spacing
+    result = photo_carve(hull, images, c2w, angle, options)
+    return int((deep_inside & (result.grid.field <= 0)).sum())
+
+
+@functools.lru_cache(maxsize=None)
+def ball_with_two_odd_frames(seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The painted ball, 21 views; two neighbouring frames show a disc of colour cells no
+    other frame has (a generated view's inconsistent detail), drawn from ``seed``."""
+    ball, colours = painted_ball()
+    c2w, angle = ball_orbit()
+    images = np.stack([synthetic.render_antialiased(ball.vertices, ball.faces, colours.astype(np.uint8), m, angle, SIZE) for m in c2w])
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:SIZE, :SIZE]
     for i in (1, 2):
         odd = ((yy - 64) ** 2 + (xx - 60) ** 2 < 24**2) & (images[i, ..., 3] > 0)
@@ -127,17 +145,42 @@ def ball_with_two_odd_frames() -> tuple[np.ndarray, np.ndarray, float]:
 def test_what_only_two_frames_show_carves_no_pit_into_a_ball():
     """The two odd frames' rays fail the ball's true surface and find chance matches inside
     it; only those two views find that space free, where a cavity's air is found free by
-    many (the cup's floor: every view above it). Measured: 205 voxels carved inside the
-    ball without the region rule, none with it."""
-    images, c2w, angle = ball_with_two_odd_frames()
-    hull = carve(Silhouettes.from_alpha(images[..., 3], 127, c2w, angle), RESOLUTION)
-    deep_inside = np.linalg.norm(grid_points(hull), axis=-1) < 0.3 - 1.5 * hull.spacing
-    carved = {}
-    for least in (0.0, PhotoOptions().region_views):
-        result = photo_carve(hull, images, c2w, angle, PhotoOptions(region_views=least))
-        carved[least] = int((deep_inside & (result.grid.field <= 0)).sum())
+    many (the cup's floor: every view above it). Measured over three draws of the odd
+    cells: 29, 50 and 134 voxels carved inside the ball without the region rule, none with it."""
+    least = PhotoOptions().region_views
+    carved = {0.0: 0, least: 0}
+    for seed in (1, 2, 3):
+        images, c2w, angle = ball_with_two_odd_frames(seed)
+        for v in carved:  # the highlight test off: some odd cells are brighter in every channel
+            carved[v] += carved_inside_the_ball(images, c2w, angle, PhotoOptions(region_views=v, highlight_margin=0.0))
     assert carved[0.0] > 100, carved  # the odd frames do carve without the rule
-    assert carved[PhotoOptions().region_views] < 0.1 * carved[0.0], carved
+    assert carved[least] < 0.1 * carved[0.0], carved
+
+
+def test_a_glossy_ball_keeps_its_body():
+    """A highlight moves with the view (Blinn-Phong, one light): its pixels match no other
+    view at the true surface, and walking on finds the reflection's virtual image inside
+    the ball, where many views agree on it, so the region rule cannot tell it from a
+    cavity. Rays whose pixel is brighter in every channel than the neighbours see the
+    entry are not walked. Measured: 7867 voxels carved inside the ball without that, none with."""
+    ball, base = painted_ball()
+    c2w, angle = ball_orbit()
+    light = np.array([0.3, -0.5, 0.8]) / np.linalg.norm([0.3, -0.5, 0.8])
+    normals, centres = ball.face_normals, ball.triangles_center
+    diffuse = base * (0.5 + 0.5 * np.clip(normals @ light, 0, 1))[:, None]
+    images = []
+    for pose in c2w:
+        to_eye = pose[:3, 3] - centres
+        half = light + to_eye / np.linalg.norm(to_eye, axis=1, keepdims=True)
+        half /= np.linalg.norm(half, axis=1, keepdims=True)
+        specular = 300.0 * np.clip((normals * half).sum(1), 0, 1) ** 60
+        colours = np.clip(diffuse + specular[:, None], 0, 255).astype(np.uint8)
+        images.append(synthetic.render_antialiased(ball.vertices, ball.faces, colours, pose, angle, SIZE))
+    images = np.stack(images)
+    margin = PhotoOptions().highlight_margin
+    carved = {m: carved_inside_the_ball(images, c2w, angle, PhotoOptions(highlight_margin=m)) for m in (0.0, margin)}
+    assert carved[0.0] > 1000, carved  # the highlights' virtual images do carve without it
+    assert carved[margin] < 0.02 * carved[0.0], carved
 
 
 def test_a_carved_region_stays_when_its_views_average_enough():
