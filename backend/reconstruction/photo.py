@@ -496,18 +496,23 @@ class _View:
         centre = points - z[:, None] * g  # the view's camera centre
         return centre[:, None] + depth[..., None] * (g[:, None] + self.basis[None])
 
+    def _seen(self, image: torch.Tensor, pose: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the neighbour ``image`` (4, H, W) taken from ``pose`` (w2c) shows at world
+        ``points`` (..., 3): colour and mask (..., 4), bilinear; and the points' depths there."""
+        height, width = image.shape[1:]
+        px, py, depth = camera_to_pixels(world_to_camera(points, pose), self.focal, width, height)
+        grid = torch.stack([px / width * 2 - 1, py / height * 2 - 1], -1)  # align_corners=False
+        sampled = F.grid_sample(image[None], grid.view(1, 1, -1, 2), align_corners=False, padding_mode="border")
+        return sampled.view(4, -1).T.reshape(*points.shape[:-1], 4), depth
+
     def excess(self, yx: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """(R,) how much brighter the rays' pixels ``yx`` (R, 2) are than the neighbours
         see ``points`` (R, 3): the least over the colour channels of the pixel's colour less
         the neighbours' upper quartile (-1 where no neighbour sees the point on the subject)."""
-        height, width = self.colours.shape[1:]
         own = self.colours[:3, yx[:, 0], yx[:, 1]].T  # (R, 3)
         seen = []
         for image, pose in zip(self.neighbour_colours, self.neighbour_w2c):
-            px, py, depth = camera_to_pixels(world_to_camera(points, pose), self.focal, width, height)
-            grid = torch.stack([px / width * 2 - 1, py / height * 2 - 1], -1)  # align_corners=False
-            sampled = F.grid_sample(image[None], grid.view(1, 1, -1, 2), align_corners=False, padding_mode="border")
-            sampled = sampled.view(4, -1).T
+            sampled, depth = self._seen(image, pose, points)
             usable = (depth > 0) & (sampled[:, 3] > 0.5)
             seen.append(torch.where(usable[:, None], sampled[:, :3], torch.nan))
         brighter_than = torch.stack(seen).nanquantile(_HIGHLIGHT_QUANTILE, dim=0)
@@ -542,10 +547,7 @@ class _View:
         patch = self.patch(points[sel], z, dirs[sel[0]], None if planes is None else planes[sel[0]])
         diffs = []
         for image, pose in zip(self.neighbour_colours, self.neighbour_w2c):
-            px, py, depth = camera_to_pixels(world_to_camera(patch, pose), self.focal, width, height)
-            grid = torch.stack([px / width * 2 - 1, py / height * 2 - 1], -1)  # align_corners=False
-            sampled = F.grid_sample(image[None], grid.view(1, 1, -1, 2), align_corners=False, padding_mode="border")
-            sampled = sampled.view(4, *patch.shape[:2]).permute(1, 2, 0)
+            sampled, depth = self._seen(image, pose, patch)
             # Only patch pixels on the subject in both views count; a patch mostly off it
             # (near a silhouette) says nothing about this point.
             weight = own[..., 3] * sampled[..., 3]
