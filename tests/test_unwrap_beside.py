@@ -199,14 +199,18 @@ def test_texels_laid_out_by_the_helper_make_the_same_texture(monkeypatch):
     monkeypatch.setattr(pipeline, "_texture_ends", lambda texels_here, workers: laid_out.append(texels_here) or real_ends(texels_here, workers))
     # One CPU: the unwrap after the fit, the bake laying out its texels; two: beside the fit,
     # the helper laying them out too.
-    here = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, dataclasses.replace(LIT_OPTIONS, threads=1))
-    beside = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, dataclasses.replace(LIT_OPTIONS, threads=2))
-    assert laid_out == [True, False]  # in the stage, then by the helper
-    np.testing.assert_array_equal(here.uvs, beside.uvs)
-    # The same texture but for the last bit of a few texels: the two bakes split the
-    # views' float sums across one thread and two.
-    differ = np.abs(here.texture.astype(int) - beside.texture)
-    assert differ.max() <= 1 and (differ > 0).mean() < 0.05, (differ.max(), (differ > 0).mean())
+    for light_model in (False, True):
+        options = dataclasses.replace(LIT_OPTIONS, light_model=light_model)
+        here = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, dataclasses.replace(options, threads=1))
+        beside = pipeline.reconstruct(s.images, s.c2w, s.camera_angle_x, dataclasses.replace(options, threads=2))
+        np.testing.assert_array_equal(here.uvs, beside.uvs)
+        differ = np.abs(here.texture.astype(int) - beside.texture)
+        # Without the light model the same texture to the bit. With it, the fit's float sums,
+        # split over one thread or two, move the fitted light by its last bits and the de-lit
+        # texture by one level in up to a third of the texels (how many follows the geometry:
+        # 2-30% on this scene): never more than one.
+        assert differ.max() <= (1 if light_model else 0), (light_model, differ.max(), (differ > 0).mean())
+    assert laid_out == [True, False, True, False]  # in the stage, then by the helper, each time
 
 
 def test_the_unwrap_after_the_fit_runs_in_a_helper_too_and_a_cancel_stops_it(monkeypatch):
