@@ -327,8 +327,10 @@ def _corroborated(carved: np.ndarray, views: np.ndarray, least: float) -> np.nda
     9 vote voxels deep into its body), as does a fine pattern seen at a slant. A voxel's
     own count cannot tell them apart: a cavity's rim is seen by few views too.
     """
+    if least <= 0:
+        return carved
     labels, count = ndimage.label(carved, structure=np.ones((3, 3, 3), dtype=bool))
-    if count == 0 or least <= 0:
+    if count == 0:
         return carved
     mean = np.asarray(ndimage.mean(views.astype(np.float32), labels, np.arange(1, count + 1)))
     return np.concatenate([[False], mean >= least])[labels]
