@@ -110,8 +110,7 @@ def painted_ball() -> tuple[trimesh.Trimesh, np.ndarray]:
     """A ball and its faces' colours: cells of random colour, so every patch has texture."""
     ball = trimesh.creation.icosphere(subdivisions=4, radius=BALL_RADIUS)
     palette = np.random.default_rng(0).integers(40, 200, size=(256, 3))
-    cell = np.floor(ball.triangles_center / 0.06).astype(np.int64)
-    return ball, palette[(cell[:, 0] * 73856093 ^ cell[:, 1] * 19349663 ^ cell[:, 2] * 83492791) % 256]
+    return ball, synthetic.cell_colours(ball.triangles_center, 0.06, palette)
 
 
 def ball_orbit() -> tuple[np.ndarray, float]:

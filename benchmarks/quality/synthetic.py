@@ -103,11 +103,16 @@ def textured_cup(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     verts, faces, _, _ = marching_cubes(field, level=0.0, spacing=(spacing,) * 3)
     verts = verts + np.array([a[0] for a in axes])
     faces = faces[:, ::-1]  # skimage winds them inward for a positive-inside field
-    rng = np.random.default_rng(seed)
-    palette = rng.integers(20, 236, size=(512, 3)).astype(np.uint8)
-    cell = np.floor(verts[faces].mean(1) / 0.05).astype(np.int64)
-    index = (cell[:, 0] * 73856093 ^ cell[:, 1] * 19349663 ^ cell[:, 2] * 83492791) % len(palette)
-    return verts, faces, palette[index]
+    palette = np.random.default_rng(seed).integers(20, 236, size=(512, 3)).astype(np.uint8)
+    return verts, faces, cell_colours(verts[faces].mean(1), 0.05, palette)
+
+
+def cell_colours(points: np.ndarray, cell: float, palette: np.ndarray) -> np.ndarray:
+    """A colour of ``palette`` for each of ``points`` (N, 3), the same within each cube of
+    side ``cell``, neighbouring cubes' drawn apart (a spatial hash): a painted texture that
+    no surface's shape lines up with."""
+    index = np.floor(points / cell).astype(np.int64)
+    return palette[(index[:, 0] * 73856093 ^ index[:, 1] * 19349663 ^ index[:, 2] * 83492791) % len(palette)]
 
 
 def cup_cavity() -> tuple[np.ndarray, np.ndarray]:
